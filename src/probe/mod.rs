@@ -1,0 +1,706 @@
+//! The probe contract and the driver that every `pup-probe-*` binary runs.
+//!
+//! A probe is a type implementing [`Probe`]: it names its own flags
+//! (`Args`), turns one parsed argument list into checks (`prepare`), and
+//! checks one target (`run`), returning an [`Outcome`]. Everything else is
+//! the driver's, the same for every probe: the common flags, one-shot and
+//! `--stdin` stream modes, concurrency, the whole-check deadline, timing,
+//! `--degraded-over`, writing events, exit codes and a closed stdout. A
+//! probe never touches stdout.
+//!
+//! Stream mode reads one check per line. A line is split like a shell
+//! splits it and parsed by the same parser as the command line, after the
+//! command line's own flags, so a line behaves exactly like the same words
+//! given one-shot, and the command line's flags act as defaults for every
+//! line (a line's own flag wins).
+
+use crate::cli;
+use crate::event::{self, layer, Assertion, ErrorInfo, Event, Status};
+use crate::ndjson::{Line, LineReader, LineWriter, MAX_LINE};
+use clap::{ArgMatches, Args, Command, FromArgMatches};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long the driver waits past a check's deadline before it reports
+/// the check as overrun itself. Probes enforce the deadline on every
+/// socket operation; this is the backstop for one that does not.
+const GRACE: Duration = Duration::from_millis(250);
+
+/// Address family to use when a name resolves to both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpFamily {
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// Does `addr` belong to this family?
+    pub fn admits(self, addr: &std::net::IpAddr) -> bool {
+        match self {
+            IpFamily::Any => true,
+            IpFamily::V4 => addr.is_ipv4(),
+            IpFamily::V6 => addr.is_ipv6(),
+        }
+    }
+}
+
+/// What a probe knows while it runs one check.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// When the check started.
+    pub start: Instant,
+    /// When the whole check must be over. Every wait must end by then.
+    pub deadline: Instant,
+    /// The whole-check timeout (`--timeout`), for messages.
+    pub timeout: Duration,
+    /// `-4` / `-6`.
+    pub family: IpFamily,
+}
+
+impl Ctx {
+    /// A context for a check starting now.
+    pub fn new(timeout: Duration, family: IpFamily) -> Ctx {
+        let start = Instant::now();
+        Ctx {
+            start,
+            deadline: start + timeout,
+            timeout,
+            family,
+        }
+    }
+
+    /// Time left until the deadline, or `None` when it has passed. Socket
+    /// timeouts are set from this; `Some` is never zero, since a zero
+    /// timeout means "forever" to the standard library.
+    pub fn remaining(&self) -> Option<Duration> {
+        let left = self.deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            None
+        } else {
+            Some(left)
+        }
+    }
+}
+
+/// What one check found. The driver adds the envelope (name, target, time,
+/// tags) and writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub reason: String,
+    pub error: Option<ErrorInfo>,
+    pub phases: BTreeMap<String, f64>,
+    pub assertions: Vec<Assertion>,
+    pub fingerprint: Option<String>,
+    pub details: Map<String, Value>,
+}
+
+impl Outcome {
+    /// A check that passed.
+    pub fn up(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            status: Status::Up,
+            reason: reason.into(),
+            error: None,
+            phases: BTreeMap::new(),
+            assertions: Vec::new(),
+            fingerprint: None,
+            details: Map::new(),
+        }
+    }
+
+    /// A check that did not pass, with where and how it broke.
+    pub fn fail(status: Status, error: ErrorInfo, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            status,
+            error: Some(error),
+            ..Outcome::up(reason)
+        }
+    }
+
+    /// `down`, broken at `layer` with `kind`.
+    pub fn down(layer: &str, kind: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::fail(Status::Down, ErrorInfo::new(layer, kind), reason)
+    }
+
+    /// Records the time a phase took, as `<name>_ms`.
+    pub fn phase(&mut self, name: &str, d: Duration) {
+        self.phases.insert(format!("{name}_ms"), event::ms(d));
+    }
+
+    /// Records a probe-specific fact in `details`.
+    pub fn detail(&mut self, key: &str, value: impl Into<Value>) {
+        self.details.insert(key.to_string(), value.into());
+    }
+
+    /// Turns this outcome into a failure, keeping what was recorded so far
+    /// (phases, assertions, details). A worse status is never replaced by
+    /// a milder one: the first `down` wins over a later `degraded`.
+    pub fn set_failure(&mut self, status: Status, error: ErrorInfo, reason: impl Into<String>) {
+        if self.status.worst(status) == self.status && self.status != Status::Up {
+            return;
+        }
+        self.status = status;
+        self.error = Some(error);
+        self.reason = reason.into();
+    }
+}
+
+/// The flags every probe has.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Common options")]
+pub struct Common {
+    /// Name of the check in events (default: the target)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Add a tag to every event (repeatable)
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = cli::parse_tag)]
+    pub tags: Vec<(String, String)>,
+
+    /// Deadline for the whole check, every phase included
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = cli::parse_duration)]
+    pub timeout: Duration,
+
+    /// Report `degraded` when an otherwise good check takes longer than this
+    #[arg(long, value_name = "DUR", value_parser = cli::parse_duration)]
+    pub degraded_over: Option<Duration>,
+
+    /// Use IPv4 addresses only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use IPv6 addresses only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Read checks from stdin, one per line: a bare target or a full
+    /// argument list (shell quoting); the command line's flags apply to
+    /// every line, and a line's own flags win
+    #[arg(long)]
+    pub stdin: bool,
+
+    /// Checks in flight at once
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// Output: one JSON event per line, or one short human line per result
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "json")]
+    pub format: Format,
+}
+
+impl Common {
+    pub fn family(&self) -> IpFamily {
+        if self.ipv4 {
+            IpFamily::V4
+        } else if self.ipv6 {
+            IpFamily::V6
+        } else {
+            IpFamily::Any
+        }
+    }
+}
+
+/// `--format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// The contract of one probe.
+pub trait Probe: 'static {
+    /// The probe's word in events (`http`), also in `pup-probe-<NAME>`.
+    const NAME: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// Examples and notes shown after the options in `--help` and in the
+    /// man page.
+    const AFTER_HELP: &'static str = "";
+
+    /// The probe's own flags and positional arguments. Positionals must be
+    /// optional to clap (targets come from stdin in stream mode);
+    /// [`Probe::prepare`] says when one is missing.
+    type Args: Args + FromArgMatches + Send + 'static;
+
+    /// One ready-to-run check: parsed, validated, secrets read.
+    type Check: Send + Sync + 'static;
+
+    /// Does this argument list name targets itself? (With `--stdin` the
+    /// targets must come from stdin.)
+    fn has_targets(args: &Self::Args) -> bool;
+
+    /// Turns one parsed argument list into its checks, one per target.
+    /// An error is a usage error: a one-line message.
+    fn prepare(args: Self::Args, common: &Common) -> Result<Vec<Self::Check>, String>;
+
+    /// The `target` field for a check.
+    fn target(check: &Self::Check) -> String;
+
+    /// Checks once. Must return by `ctx.deadline`: every wait on the
+    /// network is bounded by [`Ctx::remaining`].
+    fn run(check: &Self::Check, ctx: &Ctx) -> Outcome;
+}
+
+/// The full command line of probe `P`: its own flags, then the common ones.
+/// The man page and shell completions are generated from this too.
+pub fn command<P: Probe>() -> Command {
+    let cmd = Command::new(format!("pup-probe-{}", P::NAME))
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(P::ABOUT)
+        .after_help(P::AFTER_HELP)
+        // A flag given twice takes the last value: a stream line's flags
+        // override the command line's.
+        .args_override_self(true);
+    Common::augment_args(P::Args::augment_args(cmd))
+}
+
+/// One check ready for a worker.
+struct Job<P: Probe> {
+    check: Arc<P::Check>,
+    name: Option<String>,
+    tags: BTreeMap<String, String>,
+    timeout: Duration,
+    degraded_over: Option<Duration>,
+    family: IpFamily,
+}
+
+/// Where results go: the line writer, the output format, and the worst
+/// status so far (the exit code).
+struct Out {
+    prog: String,
+    writer: LineWriter,
+    format: Format,
+    worst: Mutex<Option<Status>>,
+}
+
+impl Out {
+    fn emit(&self, ev: &Event) {
+        let status = ev.status.unwrap_or(Status::Unknown);
+        let code = {
+            let mut w = self.worst.lock().unwrap_or_else(|p| p.into_inner());
+            let now = w.map_or(status, |s| s.worst(status));
+            *w = Some(now);
+            now.exit_code()
+        };
+        let line = match self.format {
+            Format::Json => ev.to_line(),
+            Format::Text => text_line(ev),
+        };
+        if let Err(e) = self.writer.write_line(&line) {
+            cli::exit_on_write_error(&self.prog, &e, code);
+        }
+    }
+
+    fn exit_code(&self) -> i32 {
+        let w = self.worst.lock().unwrap_or_else(|p| p.into_inner());
+        w.map_or(Status::Up, |s| s).exit_code()
+    }
+}
+
+/// `--format text`: `DOWN  web  3.1ms  connect_refused: …`.
+pub fn text_line(ev: &Event) -> String {
+    let status = ev.status.map_or("-", |s| s.as_str()).to_ascii_uppercase();
+    let mut line = format!("{status:<8} {}", ev.check);
+    if let Some(t) = &ev.target {
+        if *t != ev.check {
+            line.push_str(&format!(" ({t})"));
+        }
+    }
+    if let Some(d) = ev.duration_ms {
+        line.push_str(&format!(" {d:.1}ms"));
+    }
+    if let Some(e) = &ev.error {
+        line.push_str(&format!(" {}:", e.kind));
+    }
+    if let Some(r) = &ev.reason {
+        line.push(' ');
+        line.push_str(r);
+    }
+    line
+}
+
+/// Runs probe `P` as a program: parses the command line, runs the checks,
+/// prints the results, and exits with the Nagios code of the worst.
+pub fn main<P: Probe>() -> ! {
+    let prog = format!("pup-probe-{}", P::NAME);
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let matches = match command::<P>().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => usage_exit(&prog, e),
+    };
+    let (common, args) = match from_matches::<P>(&matches) {
+        Ok(v) => v,
+        Err(msg) => {
+            cli::warn(&prog, msg);
+            std::process::exit(Status::Unknown.exit_code());
+        }
+    };
+    let out = Arc::new(Out {
+        prog: prog.clone(),
+        writer: LineWriter::new(),
+        format: common.format,
+        worst: Mutex::new(None),
+    });
+    let concurrency = common.concurrency as usize;
+    if common.stdin {
+        if P::has_targets(&args) {
+            cli::warn(
+                &prog,
+                "with --stdin, targets come from stdin; remove them from the command line",
+            );
+            std::process::exit(Status::Unknown.exit_code());
+        }
+        run_stream::<P>(&argv, out.clone(), concurrency);
+    } else {
+        let jobs = match jobs_for::<P>(common, args) {
+            Ok(j) => j,
+            Err(msg) => {
+                cli::warn(&prog, format!("{msg} (see --help)"));
+                std::process::exit(Status::Unknown.exit_code());
+            }
+        };
+        let (tx, handles) = start_workers::<P>(out.clone(), concurrency.min(jobs.len()).max(1));
+        for j in jobs {
+            let _ = tx.send(j);
+        }
+        drop(tx);
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+    std::process::exit(out.exit_code());
+}
+
+/// A clap error: help and version go to stdout with exit 0; a real usage
+/// error is one line on stderr and exit 3 (unknown), as a Nagios plugin
+/// does, not clap's 2 (which would read as "down").
+fn usage_exit(prog: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind::*;
+    match e.kind() {
+        DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        _ => {
+            cli::warn(prog, format!("{} (see --help)", cli::first_line(&e.to_string())));
+            std::process::exit(Status::Unknown.exit_code());
+        }
+    }
+}
+
+fn from_matches<P: Probe>(m: &ArgMatches) -> Result<(Common, P::Args), String> {
+    let common = Common::from_arg_matches(m).map_err(|e| cli::first_line(&e.to_string()))?;
+    let args = P::Args::from_arg_matches(m).map_err(|e| cli::first_line(&e.to_string()))?;
+    Ok((common, args))
+}
+
+fn jobs_for<P: Probe>(common: Common, args: P::Args) -> Result<Vec<Job<P>>, String> {
+    let checks = P::prepare(args, &common)?;
+    if checks.is_empty() {
+        return Err("no target given".into());
+    }
+    let family = common.family();
+    let tags: BTreeMap<String, String> = common.tags.into_iter().collect();
+    Ok(checks
+        .into_iter()
+        .map(|c| Job {
+            check: Arc::new(c),
+            name: common.name.clone(),
+            tags: tags.clone(),
+            timeout: common.timeout,
+            degraded_over: common.degraded_over,
+            family,
+        })
+        .collect())
+}
+
+fn start_workers<P: Probe>(
+    out: Arc<Out>,
+    n: usize,
+) -> (mpsc::SyncSender<Job<P>>, Vec<thread::JoinHandle<()>>) {
+    // A bounded queue: a fast stdin never piles up more than a queue's
+    // worth of parsed checks in memory.
+    let (tx, rx) = mpsc::sync_channel::<Job<P>>(n);
+    let rx = Arc::new(Mutex::new(rx));
+    let handles = (0..n)
+        .map(|_| {
+            let rx = rx.clone();
+            let out = out.clone();
+            thread::spawn(move || loop {
+                let job = {
+                    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                    rx.recv()
+                };
+                match job {
+                    Ok(job) => out.emit(&run_job::<P>(job)),
+                    Err(_) => return,
+                }
+            })
+        })
+        .collect();
+    (tx, handles)
+}
+
+/// Runs one check under its deadline and wraps the outcome in an event.
+fn run_job<P: Probe>(job: Job<P>) -> Event {
+    let wall = SystemTime::now();
+    let ctx = Ctx::new(job.timeout, job.family);
+    let outcome = run_with_deadline::<P>(&job.check, &ctx);
+    let elapsed = ctx.start.elapsed();
+    let target = P::target(&job.check);
+    let mut ev = Event::new("result", job.name.as_deref().unwrap_or(&target));
+    ev.ts = event::format_ts(wall);
+    ev.probe = Some(P::NAME.to_string());
+    ev.target = Some(target);
+    ev.duration_ms = Some(event::ms(elapsed));
+    ev.tags = job.tags;
+    apply_outcome(&mut ev, outcome, elapsed, job.degraded_over);
+    ev
+}
+
+/// Fills a result event from an outcome, applying `--degraded-over`.
+fn apply_outcome(ev: &mut Event, mut o: Outcome, elapsed: Duration, slow: Option<Duration>) {
+    if let Some(limit) = slow {
+        let ok = elapsed <= limit;
+        o.assertions.push(Assertion::new(
+            "duration",
+            format!("<= {}", cli::format_duration(limit)),
+            format!("{:.1}ms", event::ms(elapsed)),
+            ok,
+        ));
+        if !ok && o.status == Status::Up {
+            o.status = Status::Degraded;
+            o.error = Some(ErrorInfo::new(layer::TIMING, "slow"));
+            o.reason = format!(
+                "slow: took {:.1}ms, over {} ({})",
+                event::ms(elapsed),
+                cli::format_duration(limit),
+                o.reason
+            );
+        }
+    }
+    ev.status = Some(o.status);
+    ev.reason = Some(o.reason);
+    ev.error = o.error;
+    ev.phases = o.phases;
+    ev.assertions = o.assertions;
+    ev.fingerprint = o.fingerprint;
+    ev.details = o.details;
+}
+
+/// Runs `P::run` on its own thread and waits no longer than the deadline
+/// plus [`GRACE`]. A probe that overruns is reported as a timeout and
+/// left behind (its thread ends when its own socket timeouts fire); a
+/// probe that panics is an `unknown` result, not a dead process.
+fn run_with_deadline<P: Probe>(check: &Arc<P::Check>, ctx: &Ctx) -> Outcome {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let (c, cx) = (check.clone(), ctx.clone());
+    let spawned = thread::Builder::new().spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| P::run(&c, &cx)));
+        let _ = tx.send(r);
+    });
+    if let Err(e) = spawned {
+        return Outcome::fail(
+            Status::Unknown,
+            ErrorInfo::new(layer::INTERNAL, "internal_error"),
+            format!("cannot start a thread for the check: {e}"),
+        );
+    }
+    let wait = (ctx.deadline + GRACE).saturating_duration_since(Instant::now());
+    match rx.recv_timeout(wait) {
+        Ok(Ok(o)) => o,
+        Ok(Err(panic)) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Outcome::fail(
+                Status::Unknown,
+                ErrorInfo::new(layer::INTERNAL, "internal_error"),
+                format!("internal error in the probe: {msg}"),
+            )
+        }
+        Err(_) => Outcome::fail(
+            Status::Down,
+            ErrorInfo::new(layer::TIMING, "timeout"),
+            format!(
+                "no result within the {} deadline",
+                cli::format_duration(ctx.timeout)
+            ),
+        ),
+    }
+}
+
+/// Stream mode: one check (or a bad-line result) per stdin line.
+fn run_stream<P: Probe>(argv: &[OsString], out: Arc<Out>, concurrency: usize) {
+    let (tx, handles) = start_workers::<P>(out.clone(), concurrency);
+    let stdin = std::io::stdin();
+    let mut reader = LineReader::new(stdin.lock(), MAX_LINE);
+    loop {
+        let line_no = reader.line_no + 1;
+        let line = match reader.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                cli::warn(&out.prog, format!("cannot read stdin: {e}"));
+                break;
+            }
+        };
+        let result = match line {
+            Line::Text(text) => {
+                let t = text.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                parse_line::<P>(argv, t).map_err(|m| (t.to_string(), m))
+            }
+            Line::TooLong { len } => Err((
+                String::new(),
+                format!("line is {len} bytes, over the {MAX_LINE}-byte cap"),
+            )),
+            Line::NotUtf8 => Err((String::new(), "line is not UTF-8".to_string())),
+        };
+        match result {
+            Ok(jobs) => {
+                for j in jobs {
+                    if tx.send(j).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err((text, msg)) => out.emit(&bad_line_event(P::NAME, line_no, &text, &msg)),
+        }
+    }
+    drop(tx);
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+/// Parses one stdin line as the command line's words followed by the
+/// line's own.
+fn parse_line<P: Probe>(argv: &[OsString], line: &str) -> Result<Vec<Job<P>>, String> {
+    let words = crate::shell::split(line).map_err(|e| e.to_string())?;
+    let all = argv.iter().cloned().chain(words.into_iter().map(OsString::from));
+    let m = command::<P>()
+        .try_get_matches_from(all)
+        .map_err(|e| cli::first_line(&e.to_string()))?;
+    let (common, args) = from_matches::<P>(&m)?;
+    jobs_for::<P>(common, args)
+}
+
+/// The `unknown` result for a stdin line that names no runnable check.
+pub fn bad_line_event(probe: &str, line_no: u64, text: &str, msg: &str) -> Event {
+    let mut ev = Event::new("result", &format!("stdin:{line_no}"));
+    ev.probe = Some(probe.to_string());
+    let mut shown: String = text.chars().take(200).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    ev.target = Some(shown);
+    ev.status = Some(Status::Unknown);
+    ev.duration_ms = Some(0.0);
+    ev.reason = Some(format!("stdin line {line_no}: {msg}"));
+    ev.error = Some(ErrorInfo::new(layer::INPUT, "bad_input"));
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe for testing the driver's own logic (deadline, panics,
+    /// degraded-over); every real probe is tested against a real server.
+    struct Sleepy;
+    #[derive(Args, Debug)]
+    struct SleepyArgs {
+        /// Milliseconds to sleep, or "panic"
+        targets: Vec<String>,
+    }
+    impl Probe for Sleepy {
+        const NAME: &'static str = "sleepy";
+        const ABOUT: &'static str = "test";
+        type Args = SleepyArgs;
+        type Check = String;
+        fn has_targets(a: &SleepyArgs) -> bool {
+            !a.targets.is_empty()
+        }
+        fn prepare(a: SleepyArgs, _: &Common) -> Result<Vec<String>, String> {
+            Ok(a.targets)
+        }
+        fn target(c: &String) -> String {
+            c.clone()
+        }
+        fn run(c: &String, _: &Ctx) -> Outcome {
+            if c == "panic" {
+                panic!("boom");
+            }
+            thread::sleep(Duration::from_millis(c.parse().unwrap()));
+            Outcome::up("slept")
+        }
+    }
+
+    fn job(target: &str, timeout_ms: u64, slow_ms: Option<u64>) -> Job<Sleepy> {
+        Job {
+            check: Arc::new(target.to_string()),
+            name: None,
+            tags: BTreeMap::new(),
+            timeout: Duration::from_millis(timeout_ms),
+            degraded_over: slow_ms.map(Duration::from_millis),
+            family: IpFamily::Any,
+        }
+    }
+
+    #[test]
+    fn an_overrunning_probe_is_cut_off_at_the_deadline() {
+        let t = Instant::now();
+        let ev = run_job(job("5000", 100, None));
+        assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
+        assert_eq!(ev.status, Some(Status::Down));
+        assert_eq!(ev.error.unwrap().kind, "timeout");
+    }
+
+    #[test]
+    fn a_panicking_probe_is_unknown_not_a_crash() {
+        let ev = run_job(job("panic", 1000, None));
+        assert_eq!(ev.status, Some(Status::Unknown));
+        assert!(ev.reason.unwrap().contains("boom"));
+    }
+
+    #[test]
+    fn degraded_over_marks_slow_checks_and_records_the_assertion() {
+        let ev = run_job(job("30", 1000, Some(5)));
+        assert_eq!(ev.status, Some(Status::Degraded));
+        assert_eq!(ev.error.unwrap().kind, "slow");
+        assert!(!ev.assertions[0].ok);
+        let ev = run_job(job("0", 1000, Some(5000)));
+        assert_eq!(ev.status, Some(Status::Up));
+        assert!(ev.assertions[0].ok);
+    }
+
+    #[test]
+    fn a_stream_line_overrides_the_command_line_flags() {
+        let argv: Vec<OsString> = ["pup-probe-sleepy", "--stdin", "--timeout", "3s", "--tag", "a=1"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let jobs = parse_line::<Sleepy>(&argv, "5 --timeout 1s --tag 'b=two words'").unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].timeout, Duration::from_secs(1));
+        assert_eq!(jobs[0].tags["a"], "1");
+        assert_eq!(jobs[0].tags["b"], "two words");
+        let err = parse_line::<Sleepy>(&argv, "5 --bogus").err().unwrap();
+        assert!(err.contains("--bogus"), "{err}");
+        let err = parse_line::<Sleepy>(&argv, "5 'open").err().unwrap();
+        assert_eq!(err, "column 3: unterminated single quote");
+    }
+}
