@@ -73,9 +73,7 @@ pub fn format_duration(d: Duration) -> String {
 /// `m`, `g` as binary units, as curl's `--max-filesize` users write them).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -88,7 +86,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "g" | "gib" => 1 << 30,
         "gb" => 1_000_000_000,
-        _ => return Err(format!("bad size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        _ => {
+            return Err(format!(
+                "bad size unit in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
@@ -142,10 +144,15 @@ mod tests {
     fn durations_need_units() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86400));
+        assert_eq!(
+            parse_duration("14d").unwrap(),
+            Duration::from_secs(14 * 86400)
+        );
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
-        assert!(parse_duration("fast").unwrap_err().starts_with("bad duration"));
+        assert!(parse_duration("fast")
+            .unwrap_err()
+            .starts_with("bad duration"));
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
     }
@@ -162,7 +169,10 @@ mod tests {
 
     #[test]
     fn tags() {
-        assert_eq!(parse_tag("team=web").unwrap(), ("team".into(), "web".into()));
+        assert_eq!(
+            parse_tag("team=web").unwrap(),
+            ("team".into(), "web".into())
+        );
         assert_eq!(parse_tag("k=a=b").unwrap().1, "a=b");
         assert!(parse_tag("noequals").is_err());
         assert!(parse_tag("bad key=x").is_err());

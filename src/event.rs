@@ -338,7 +338,10 @@ mod tests {
     #[test]
     fn fingerprint_is_stable_and_order_sensitive() {
         let a = fingerprint(["1.2.3.4", "5.6.7.8"]);
-        assert_eq!(a, fingerprint(vec!["1.2.3.4".to_string(), "5.6.7.8".into()]));
+        assert_eq!(
+            a,
+            fingerprint(vec!["1.2.3.4".to_string(), "5.6.7.8".into()])
+        );
         assert_ne!(a, fingerprint(["5.6.7.8", "1.2.3.4"]));
         assert!(a.starts_with("sha256:") && a.len() == 39, "{a}");
     }

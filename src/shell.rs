@@ -122,7 +122,10 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("", &[]),
             ("  a  b\tc ", &["a", "b", "c"]),
-            (r#"--contains 'Hello world' x"#, &["--contains", "Hello world", "x"]),
+            (
+                r#"--contains 'Hello world' x"#,
+                &["--contains", "Hello world", "x"],
+            ),
             (r#""a \"b\" \$c \n""#, &[r#"a "b" $c \n"#]),
             (r#"a\ b c\'d"#, &["a b", "c'd"]),
             (r#"''  "" x"#, &["", "", "x"]),
@@ -137,7 +140,10 @@ mod tests {
     #[test]
     fn unterminated_quotes_name_the_column() {
         let e = split("abc 'def").unwrap_err();
-        assert_eq!((e.column, e.message.as_str()), (5, "unterminated single quote"));
+        assert_eq!(
+            (e.column, e.message.as_str()),
+            (5, "unterminated single quote")
+        );
         let e = split(r#"x "é"  "y"#).unwrap_err();
         assert_eq!(e.to_string(), "column 8: unterminated double quote");
         assert_eq!(split("a\\").unwrap_err().column, 2);

@@ -7,7 +7,10 @@ mod common;
 use serde_json::{json, Value};
 
 fn schema() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(common::root().join("schema/event.schema.json")).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("schema/event.schema.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn is_valid(ev: &Value) -> bool {
@@ -30,18 +33,42 @@ fn the_documented_example_validates() {
     common::validate(&sample());
 }
 
+type Breaker = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn broken_events_are_rejected() {
-    let breakers: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let breakers: Vec<(&str, Breaker)> = vec![
         ("wrong version", Box::new(|e| e["v"] = json!(2))),
         ("bad status", Box::new(|e| e["status"] = json!("sideways"))),
-        ("local time", Box::new(|e| e["ts"] = json!("2026-11-23 20:10:53"))),
-        ("unknown http kind", Box::new(|e| e["error"]["kind"] = json!("no_such_kind"))),
-        ("bad layer", Box::new(|e| e["error"]["layer"] = json!("moon"))),
-        ("down without error", Box::new(|e| { e.as_object_mut().unwrap().remove("error"); })),
+        (
+            "local time",
+            Box::new(|e| e["ts"] = json!("2026-11-23 20:10:53")),
+        ),
+        (
+            "unknown http kind",
+            Box::new(|e| e["error"]["kind"] = json!("no_such_kind")),
+        ),
+        (
+            "bad layer",
+            Box::new(|e| e["error"]["layer"] = json!("moon")),
+        ),
+        (
+            "down without error",
+            Box::new(|e| {
+                e.as_object_mut().unwrap().remove("error");
+            }),
+        ),
         ("up with error", Box::new(|e| e["status"] = json!("up"))),
-        ("negative phase", Box::new(|e| e["phases"]["dns_ms"] = json!(-1))),
-        ("result without target", Box::new(|e| { e.as_object_mut().unwrap().remove("target"); })),
+        (
+            "negative phase",
+            Box::new(|e| e["phases"]["dns_ms"] = json!(-1)),
+        ),
+        (
+            "result without target",
+            Box::new(|e| {
+                e.as_object_mut().unwrap().remove("target");
+            }),
+        ),
         ("tag not a string", Box::new(|e| e["tags"]["n"] = json!(1))),
     ];
     for (what, f) in breakers {
@@ -62,8 +89,10 @@ fn the_man_page_lists_every_error_kind_in_the_schema() {
         for kind in def["enum"].as_array().unwrap() {
             let k = kind.as_str().unwrap();
             // roff escapes '_' nowhere, so the word appears as is.
-            assert!(page.contains(&format!(".B {k}")) || page.contains(&format!("\\fB{k}\\fR")),
-                "man/pup-events.7 does not document {name} kind {k}");
+            assert!(
+                page.contains(&format!(".B {k}")) || page.contains(&format!("\\fB{k}\\fR")),
+                "man/pup-events.7 does not document {name} kind {k}"
+            );
         }
     }
 }

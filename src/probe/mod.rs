@@ -390,7 +390,10 @@ fn usage_exit(prog: &str, e: clap::Error) -> ! {
             std::process::exit(0);
         }
         _ => {
-            cli::warn(prog, format!("{} (see --help)", cli::first_line(&e.to_string())));
+            cli::warn(
+                prog,
+                format!("{} (see --help)", cli::first_line(&e.to_string())),
+            );
             std::process::exit(Status::Unknown.exit_code());
         }
     }
@@ -590,7 +593,10 @@ fn run_stream<P: Probe>(argv: &[OsString], out: Arc<Out>, concurrency: usize) {
 /// line's own.
 fn parse_line<P: Probe>(argv: &[OsString], line: &str) -> Result<Vec<Job<P>>, String> {
     let words = crate::shell::split(line).map_err(|e| e.to_string())?;
-    let all = argv.iter().cloned().chain(words.into_iter().map(OsString::from));
+    let all = argv
+        .iter()
+        .cloned()
+        .chain(words.into_iter().map(OsString::from));
     let m = command::<P>()
         .try_get_matches_from(all)
         .map_err(|e| cli::first_line(&e.to_string()))?;
@@ -664,7 +670,11 @@ mod tests {
     fn an_overrunning_probe_is_cut_off_at_the_deadline() {
         let t = Instant::now();
         let ev = run_job(job("5000", 100, None));
-        assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(ev.status, Some(Status::Down));
         assert_eq!(ev.error.unwrap().kind, "timeout");
     }
@@ -689,10 +699,17 @@ mod tests {
 
     #[test]
     fn a_stream_line_overrides_the_command_line_flags() {
-        let argv: Vec<OsString> = ["pup-probe-sleepy", "--stdin", "--timeout", "3s", "--tag", "a=1"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let argv: Vec<OsString> = [
+            "pup-probe-sleepy",
+            "--stdin",
+            "--timeout",
+            "3s",
+            "--tag",
+            "a=1",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
         let jobs = parse_line::<Sleepy>(&argv, "5 --timeout 1s --tag 'b=two words'").unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].timeout, Duration::from_secs(1));

@@ -75,9 +75,9 @@ impl Guard {
     pub fn spawn(mut cmd: Command, name: &str) -> Guard {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e} (scripts/test installs what the tests need)"));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {name}: {e} (scripts/test installs what the tests need)")
+        });
         Guard {
             child,
             name: name.to_string(),
@@ -126,17 +126,34 @@ impl Run {
     /// The single event printed; panics if there is not exactly one.
     pub fn event(&self) -> Value {
         let evs = self.events();
-        assert_eq!(evs.len(), 1, "want one event, got {}: {}\nstderr: {}", evs.len(), self.stdout, self.stderr);
+        assert_eq!(
+            evs.len(),
+            1,
+            "want one event, got {}: {}\nstderr: {}",
+            evs.len(),
+            self.stdout,
+            self.stderr
+        );
         evs.into_iter().next().unwrap()
     }
 }
 
 /// Runs `bin` with `args`, feeding `stdin`, killing it after `limit`.
 /// Panics if it has to be killed: nothing a test runs may hang.
-pub fn run_with(bin: &str, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)], limit: Duration) -> Run {
+pub fn run_with(
+    bin: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    envs: &[(&str, &str)],
+    limit: Duration,
+) -> Run {
     let mut cmd = Command::new(bin);
     cmd.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in envs {
@@ -196,7 +213,11 @@ pub fn run_stdin(bin: &str, args: &[&str], input: &str) -> Run {
 /// be told a port, like redis-server; servers written in the tests bind
 /// port 0 themselves instead).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts TCP connections on `port`.
