@@ -740,6 +740,16 @@ fn timeout(phase: &'static str, ctx: &Ctx) -> Fail {
     }
 }
 
+/// How long one socket wait may last: what is left of the deadline, but
+/// at most half a second. Linux runs SO_RCVTIMEO/SO_SNDTIMEO on the
+/// coarse timer wheel, where a multi-second timeout fires up to ~12% late
+/// (256 ms for 10 s at HZ=250), enough to miss the deadline; short
+/// slices fire within a few ms, and the loops around them re-check the
+/// deadline.
+fn wait_slice(ctx: &Ctx) -> Option<Duration> {
+    ctx.remaining().map(|d| d.min(Duration::from_millis(500)))
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -1225,7 +1235,7 @@ fn handshake(
         )
     })?;
     let set = |s: &TcpStream| -> Result<(), Fail> {
-        let left = ctx.remaining().ok_or_else(|| timeout("tls", ctx))?;
+        let left = wait_slice(ctx).ok_or_else(|| timeout("tls", ctx))?;
         let _ = s.set_read_timeout(Some(left));
         let _ = s.set_write_timeout(Some(left));
         Ok(())
@@ -1439,7 +1449,7 @@ impl Write for Conn {
 /// Writes the request, every write bounded by the deadline.
 fn send(conn: &mut Conn, mut bytes: &[u8], ctx: &Ctx) -> Result<(), Fail> {
     while !bytes.is_empty() {
-        let left = ctx.remaining().ok_or_else(|| timeout("ttfb", ctx))?;
+        let left = wait_slice(ctx).ok_or_else(|| timeout("ttfb", ctx))?;
         let _ = conn.tcp().set_write_timeout(Some(left));
         match conn.write(bytes) {
             Ok(0) => {
@@ -1472,10 +1482,7 @@ impl Wire<'_> {
             return Ok(true);
         }
         loop {
-            let left = self
-                .ctx
-                .remaining()
-                .ok_or_else(|| timeout(phase, self.ctx))?;
+            let left = wait_slice(self.ctx).ok_or_else(|| timeout(phase, self.ctx))?;
             let _ = self.conn.tcp().set_read_timeout(Some(left));
             match self.conn.read(&mut self.buf) {
                 Ok(0) => return Ok(false),
