@@ -314,6 +314,8 @@ fn usage_errors_are_one_line_and_exit_3() {
 fn help_is_complete() {
     let r = probe(&["--help"]);
     assert_eq!(r.code, 0);
+    // Regression: Common's doc comment used to replace the probe's about.
+    assert!(r.stdout.starts_with("Check HTTP(S) URLs"), "{}", r.stdout);
     for flag in [
         "--method",
         "--header",

@@ -198,8 +198,8 @@ Each result says which layer failed in error.layer / error.kind:
   protocol  protocol_error, status_mismatch, header_mismatch,
             too_many_redirects, timeout (error.phase: ttfb or transfer)
   content   content_mismatch, body_too_large
-phases: dns_ms, connect_ms, tls_ms, ttfb_ms (request sent to first
-response byte), transfer_ms (rest of head and body). details: peer, url,
+phases: dns_ms, connect_ms, tls_ms, ttfb_ms (from sending the request to
+the first response byte), transfer_ms (rest of head and body). details: peer, url,
 http_status, http_version, body_bytes, body_truncated, redirects, cert
 {subject, issuer, sans, not_before, not_after, days_left}.
 

@@ -256,12 +256,14 @@ pub trait Probe: 'static {
 pub fn command<P: Probe>() -> Command {
     let cmd = Command::new(format!("pup-probe-{}", P::NAME))
         .version(env!("CARGO_PKG_VERSION"))
-        .about(P::ABOUT)
-        .after_help(P::AFTER_HELP)
         // A flag given twice takes the last value: a stream line's flags
         // override the command line's.
         .args_override_self(true);
+    // After augmenting: an Args struct's doc comment (Common's) would
+    // otherwise replace the probe's `about`.
     Common::augment_args(P::Args::augment_args(cmd))
+        .about(P::ABOUT)
+        .after_help(P::AFTER_HELP)
 }
 
 /// One check ready for a worker.
