@@ -818,8 +818,9 @@ fn run_check(check: &Check, ctx: &Ctx) -> Outcome {
             Err(f) => {
                 return finish(
                     Outcome::fail(
-                        if f.kind == "cert_expiring" {
-                            Status::Degraded
+                        // A fault of the probe itself cannot judge the service.
+                        if f.layer == layer::INTERNAL {
+                            Status::Unknown
                         } else {
                             Status::Down
                         },
@@ -835,7 +836,7 @@ fn run_check(check: &Check, ctx: &Ctx) -> Outcome {
                     &trace,
                     None,
                     cfg,
-                )
+                );
             }
         };
         let code = resp.head.code;
@@ -950,6 +951,19 @@ fn exchange(
     trace: &mut Trace,
     may_redirect: bool,
 ) -> Result<Response, Fail> {
+    // The TLS connector first, outside every phase's clock: loading the
+    // trust store is local work, not the server's time, and a connection
+    // should not sit idle while it happens.
+    let tls = match url.tls {
+        false => None,
+        true => Some(connector(cfg.insecure, cfg.ca_pem.as_deref()).map_err(|e| {
+            fail(
+                layer::INTERNAL,
+                "internal_error",
+                format!("cannot set up TLS: {e}"),
+            )
+        })?),
+    };
     // DNS, unless the host is an address or --resolve names it.
     let addrs = if let Ok(ip) = url.host.parse::<IpAddr>() {
         vec![ip]
@@ -1046,9 +1060,9 @@ fn exchange(
     let _ = tcp.set_nodelay(true);
 
     // TLS.
-    let mut conn = if url.tls {
+    let mut conn = if let Some(tls) = tls {
         let t = Instant::now();
-        let r = handshake(tcp, &url.host, cfg.insecure, cfg.ca_pem.as_deref(), ctx);
+        let r = handshake(&tls, tcp, &url.host, ctx);
         trace.add("tls", t.elapsed());
         match r {
             Ok(s) => {
@@ -1220,20 +1234,12 @@ fn connector(insecure: bool, ca_pem: Option<&[u8]>) -> Result<native_tls::TlsCon
 /// The TLS handshake under the deadline. Socket timeouts make OpenSSL
 /// report "would block"; the handshake resumes until the deadline.
 fn handshake(
+    conn: &native_tls::TlsConnector,
     tcp: TcpStream,
     host: &str,
-    insecure: bool,
-    ca: Option<&[u8]>,
     ctx: &Ctx,
 ) -> Result<native_tls::TlsStream<TcpStream>, Fail> {
     use native_tls::HandshakeError;
-    let conn = connector(insecure, ca).map_err(|e| {
-        fail(
-            layer::INTERNAL,
-            "internal_error",
-            format!("cannot set up TLS: {e}"),
-        )
-    })?;
     let set = |s: &TcpStream| -> Result<(), Fail> {
         let left = wait_slice(ctx).ok_or_else(|| timeout("tls", ctx))?;
         let _ = s.set_read_timeout(Some(left));
@@ -1286,7 +1292,8 @@ fn classify_tls(msg: &str) -> Fail {
 fn peek_cert(addr: SocketAddr, host: &str, ctx: &Ctx) -> Option<Vec<u8>> {
     let left = ctx.remaining()?;
     let tcp = TcpStream::connect_timeout(&addr, left).ok()?;
-    let s = handshake(tcp, host, true, None, ctx).ok()?;
+    let conn = connector(true, None).ok()?;
+    let s = handshake(&conn, tcp, host, ctx).ok()?;
     s.peer_certificate().ok()??.to_der().ok()
 }
 
