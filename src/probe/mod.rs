@@ -14,6 +14,8 @@
 //! given one-shot, and the command line's flags act as defaults for every
 //! line (a line's own flag wins).
 
+pub mod dns;
+
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Event, Status};
 use crate::ndjson::{Line, LineReader, LineWriter, MAX_LINE};
