@@ -205,7 +205,7 @@ Exit status: 0 up, 1 degraded, 2 down, 3 unknown (bad usage included).
 Examples:
   pup-probe-dns example.org --server 192.0.2.53
   pup-probe-dns example.org MX --server 192.0.2.53 --expect '10 mail.example.org'
-  pup-probe-dns www.example.org --server 192.0.2.53 --expect 192.0.2.1 --expect 192.0.2.2 --authoritative
+  pup-probe-dns www.example.org --server 192.0.2.53 --expect 192.0.2.1 --authoritative
   pup-probe-dns gone.example.org --server 192.0.2.53 --rcode NXDOMAIN
   pup-probe-dns example.org SOA --server 192.0.2.53 --server [2001:db8::53]:53 --consistent
   pup-probe-dns example.org TXT --server 192.0.2.53 --expect-any '\"v=spf1 -all\"' --min-ttl 1h
@@ -1605,7 +1605,9 @@ mod tests {
 
     #[test]
     fn the_command_line_is_well_formed() {
-        crate::probe::command::<Dns>().debug_assert();
+        let cmd = crate::probe::command::<Dns>();
+        cmd.clone().debug_assert();
+        assert_eq!(cmd.get_about().unwrap().to_string(), Dns::ABOUT);
     }
 
     #[test]

@@ -261,7 +261,11 @@ pub fn command<P: Probe>() -> Command {
         // A flag given twice takes the last value: a stream line's flags
         // override the command line's.
         .args_override_self(true);
+    // The derived `augment_args` sets `about` from the Args structs' doc
+    // comments ("The flags every probe has"): set the probe's own last.
     Common::augment_args(P::Args::augment_args(cmd))
+        .about(P::ABOUT)
+        .long_about(None)
 }
 
 /// One check ready for a worker.
