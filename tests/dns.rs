@@ -443,13 +443,13 @@ struct FakeServer {
 }
 
 impl FakeServer {
-    fn start(reply: impl Fn(&Message) -> Vec<Vec<u8>> + Send + 'static) -> FakeServer {
+    fn start(reply: impl Fn(&Message, SocketAddr) -> Vec<Vec<u8>> + Send + 'static) -> FakeServer {
         FakeServer::start_on(UdpSocket::bind("127.0.0.1:0").unwrap(), reply)
     }
 
     fn start_on(
         sock: UdpSocket,
-        reply: impl Fn(&Message) -> Vec<Vec<u8>> + Send + 'static,
+        reply: impl Fn(&Message, SocketAddr) -> Vec<Vec<u8>> + Send + 'static,
     ) -> FakeServer {
         let addr = sock.local_addr().unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -461,7 +461,7 @@ impl FakeServer {
             while !s.load(Ordering::SeqCst) {
                 if let Ok((n, from)) = sock.recv_from(&mut buf) {
                     if let Ok(q) = Message::from_vec(&buf[..n]) {
-                        for d in reply(&q) {
+                        for d in reply(&q, from) {
                             let _ = sock.send_to(&d, from);
                         }
                     }
@@ -541,7 +541,7 @@ fn a_closed_port_is_connect_refused_over_udp_and_tcp() {
 
 #[test]
 fn a_malformed_reply_is_a_protocol_error() {
-    let srv = FakeServer::start(|q| {
+    let srv = FakeServer::start(|q, _| {
         // Our ID, then a header promising an answer that is not there.
         let mut d = q.metadata.id.to_be_bytes().to_vec();
         d.extend([0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xde, 0xad]);
@@ -570,7 +570,7 @@ fn a_malformed_reply_is_a_protocol_error() {
 #[test]
 fn replies_with_a_wrong_id_are_ignored_not_believed() {
     // Only a wrong ID: ignored until the deadline, then protocol_error.
-    let srv = FakeServer::start(|q| vec![answer(q, q.metadata.id.wrapping_add(1), false)]);
+    let srv = FakeServer::start(|q, _| vec![answer(q, q.metadata.id.wrapping_add(1), false)]);
     let r = run(
         PROBE,
         &[
@@ -592,7 +592,7 @@ fn replies_with_a_wrong_id_are_ignored_not_believed() {
     assert!(ev["details"].get("answers").is_none());
 
     // A wrong ID, then the right reply: the right one is believed.
-    let srv = FakeServer::start(|q| {
+    let srv = FakeServer::start(|q, _| {
         vec![
             answer(q, q.metadata.id ^ 0x5555, false),
             answer(q, q.metadata.id, false),
@@ -614,6 +614,49 @@ fn replies_with_a_wrong_id_are_ignored_not_believed() {
         ev["details"]["ignored_replies"].as_array().unwrap().len(),
         1
     );
+
+    // Our ID but another question: ignored too.
+    let srv = FakeServer::start(|q, _| {
+        let mut other = q.clone();
+        other.queries[0].name = hickory_proto::rr::Name::from_ascii("evil.pup.test.").unwrap();
+        vec![answer(&other, q.metadata.id, false)]
+    });
+    let r = run(
+        PROBE,
+        &[
+            "www.pup.test",
+            "--server",
+            &srv.addr.to_string(),
+            "--timeout",
+            "400ms",
+        ],
+    );
+    let ev = r.event();
+    assert_eq!(kind(&ev), "protocol_error", "{ev}");
+    assert!(
+        ev["reason"].as_str().unwrap().contains("another question"),
+        "{ev}"
+    );
+
+    // The right reply, but from another address than the server asked:
+    // never even seen (the socket is connected), so a plain timeout.
+    let spoofer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let srv = FakeServer::start(move |q, from| {
+        let _ = spoofer.send_to(&answer(q, q.metadata.id, false), from);
+        vec![]
+    });
+    let r = run(
+        PROBE,
+        &[
+            "www.pup.test",
+            "--server",
+            &srv.addr.to_string(),
+            "--timeout",
+            "400ms",
+        ],
+    );
+    let ev = r.event();
+    assert_eq!(kind(&ev), "timeout", "{ev}");
 }
 
 #[test]
@@ -649,7 +692,7 @@ fn tcp_mode_and_the_tcp_retry_of_a_truncated_answer() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = UdpSocket::bind(tcp.local_addr().unwrap()).unwrap();
     drop(tcp);
-    let srv = FakeServer::start_on(udp, |q| vec![answer(q, q.metadata.id, true)]);
+    let srv = FakeServer::start_on(udp, |q, _| vec![answer(q, q.metadata.id, true)]);
     let r = run(
         PROBE,
         &[
