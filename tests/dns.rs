@@ -226,6 +226,12 @@ fn the_answer_set_must_equal_the_expected_set_exactly() {
     assert_eq!(ev["details"]["chain"][0]["type"], "CNAME");
     assert_eq!(ev["details"]["chain"][0]["value"], "www.pup.test.");
 
+    // RD is set unless --no-recurse; dnsmasq echoes it.
+    let (_, ev) = probe(&dns, &["www.pup.test"]);
+    assert_eq!(ev["details"]["flags"]["rd"], true);
+    let (_, ev) = probe(&dns, &["www.pup.test", "--no-recurse"]);
+    assert_eq!(ev["details"]["flags"]["rd"], false);
+
     // The fingerprint follows the set, not the order or the case.
     let (_, a) = probe(&dns, &["www.pup.test"]);
     let (_, b) = probe(&dns, &["WWW.Pup.Test."]);
