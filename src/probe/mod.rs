@@ -14,6 +14,7 @@
 //! given one-shot, and the command line's flags act as defaults for every
 //! line (a line's own flag wins).
 
+pub mod dns;
 pub mod http;
 
 use crate::cli;
@@ -256,14 +257,16 @@ pub trait Probe: 'static {
 pub fn command<P: Probe>() -> Command {
     let cmd = Command::new(format!("pup-probe-{}", P::NAME))
         .version(env!("CARGO_PKG_VERSION"))
+        .about(P::ABOUT)
+        .after_help(P::AFTER_HELP)
         // A flag given twice takes the last value: a stream line's flags
         // override the command line's.
         .args_override_self(true);
-    // After augmenting: an Args struct's doc comment (Common's) would
-    // otherwise replace the probe's `about`.
+    // The derived `augment_args` sets `about` from the Args structs' doc
+    // comments ("The flags every probe has"): set the probe's own last.
     Common::augment_args(P::Args::augment_args(cmd))
         .about(P::ABOUT)
-        .after_help(P::AFTER_HELP)
+        .long_about(None)
 }
 
 /// One check ready for a worker.
