@@ -832,3 +832,94 @@ fn a_multi_second_deadline_is_met_by_the_probe_itself() {
     assert_eq!(ev["error"]["phase"], "ttfb", "{ev}");
     assert!(r.elapsed < Duration::from_millis(3600), "{:?}", r.elapsed);
 }
+
+#[test]
+fn credentials_do_not_follow_a_redirect_to_another_host() {
+    let other = Server::http(|_| Response::ok("elsewhere"));
+    let to = other.url("/landing");
+    let first = Server::http(move |_| Response::redirect(302, &to));
+    let r = run_with(
+        BIN,
+        &[
+            &first.url("/"),
+            "--follow",
+            "1",
+            "--user",
+            "alice",
+            "-H",
+            "Cookie: session=1",
+            "-H",
+            "X-Kept: yes",
+        ],
+        None,
+        &[("PUP_PASSWORD", "pw")],
+        Duration::from_secs(30),
+    );
+    let ev = r.event();
+    assert_eq!(ev["status"], "up", "{ev}");
+    assert_eq!(ev["details"]["url"], other.url("/landing"));
+    let q1 = &first.requests()[0];
+    assert!(q1.header("authorization").is_some());
+    assert_eq!(q1.header("cookie"), Some("session=1"));
+    let q2 = &other.requests()[0];
+    assert_eq!(q2.header("authorization"), None, "{q2:?}");
+    assert_eq!(q2.header("cookie"), None, "{q2:?}");
+    assert_eq!(q2.header("x-kept"), Some("yes"));
+}
+
+#[test]
+fn stream_mode_checks_many_https_targets_with_one_tls_setup() {
+    let ca = TestCa::new();
+    let t = Tls::new(&ca, &ca.issue(&["pup.test"], -1, 90));
+    let port = t.server.port();
+    let line = format!("https://pup.test:{port}/ --contains secure\n");
+    let input = line.repeat(30);
+    let resolve = format!("pup.test:{port}:127.0.0.1");
+    let r = run_stdin(
+        BIN,
+        &[
+            "--stdin",
+            "-j",
+            "8",
+            "--resolve",
+            &resolve,
+            "--ca-file",
+            &t.ca_file,
+        ],
+        &input,
+    );
+    let evs = r.events();
+    assert_eq!(evs.len(), 30, "{}", r.stderr);
+    assert!(evs.iter().all(|e| e["status"] == "up"), "{}", r.stdout);
+    assert_eq!(r.code, 0);
+}
+
+/// Many servers end a close-delimited body over TLS without close_notify;
+/// OpenSSL 3 calls that an error, HTTP framing says the body is complete.
+#[test]
+fn a_tls_body_ended_by_a_bare_close_is_complete() {
+    let ca = TestCa::new();
+    let id = ca.issue(&["pup.test"], -1, 90);
+    let s = Server::raw_tls(&id, |c| {
+        let _ = common::http_server::read_request(c);
+        let _ = c.write_all(b"HTTP/1.0 200 OK\r\n\r\nall of the body");
+        let _ = c.flush();
+        // Dropped without a TLS shutdown.
+    });
+    let dir = TempDir::new("http-tls-close");
+    let ca_file = dir.join("ca.pem");
+    ca.write_pem(&ca_file);
+    let port = s.port();
+    let ev = probe(&[
+        &format!("https://pup.test:{port}/"),
+        "--resolve",
+        &format!("pup.test:{port}:127.0.0.1"),
+        "--ca-file",
+        ca_file.to_str().unwrap(),
+        "--regex",
+        "of the body$",
+    ])
+    .event();
+    assert_eq!(ev["status"], "up", "{ev}");
+    assert_eq!(ev["details"]["body_bytes"], 15);
+}
