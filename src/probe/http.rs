@@ -1192,7 +1192,7 @@ fn lookup(host: &str, port: u16, ctx: &Ctx) -> Result<Vec<IpAddr>, Fail> {
             layer::DNS,
             "dns_failure",
             format!(
-                "cannot resolve {host}: {}",
+                "DNS lookup of {host} failed: {}",
                 e.to_string()
                     .trim_start_matches("failed to lookup address information: ")
             ),
