@@ -951,6 +951,10 @@ fn exchange(
     trace: &mut Trace,
     may_redirect: bool,
 ) -> Result<Response, Fail> {
+    // Peer and certificate describe the last connection made (the final
+    // hop after redirects); phases and addresses add up over all hops.
+    trace.peer = None;
+    trace.cert = None;
     // The TLS connector first, outside every phase's clock: loading the
     // trust store is local work, not the server's time, and a connection
     // should not sit idle while it happens.
