@@ -20,15 +20,28 @@
 //! ways to frame a body), and doing it here keeps the whole exchange in
 //! view and the binary small.
 //!
-//! The native-tls connector is built only when a target needs TLS, once
-//! per process per configuration (`--insecure`, `--ca-file`): building one
-//! parses the whole system trust store (40–75 ms), which plain-HTTP
-//! one-shot checks and stream mode must not pay per check.
+//! TLS goes straight through the `openssl` crate, the library native-tls
+//! wraps on Linux, because native-tls hides three things a monitor needs:
+//! the verify result as a number (native-tls only has message text to
+//! match), the certificate of a handshake that failed verification (it
+//! has none, so showing an expired certificate took a second, unverified
+//! connection), and control over the trust store (it parses the system
+//! bundle twice per connector, 40–75 ms, even for `--insecure` or
+//! `--ca-file`, which need none of it). The TLS context is built only when
+//! a target needs TLS, once per process per configuration, so plain-HTTP
+//! checks and stream mode never pay for it.
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Status};
 use crate::probe::{Common, Ctx, Outcome, Probe};
 use clap::Args;
+use openssl::ssl::{
+    HandshakeError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslStream,
+    SslVerifyMode,
+};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::X509CheckFlags;
+use openssl::x509::X509;
 use serde_json::{json, Value};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -343,7 +356,7 @@ fn config(a: &HttpArgs) -> Result<Config, String> {
         Some(path) => {
             let pem =
                 std::fs::read(path).map_err(|e| format!("--ca-file: cannot read {path}: {e}"))?;
-            match native_tls::Certificate::stack_from_pem(&pem) {
+            match X509::stack_from_pem(&pem) {
                 Ok(v) if !v.is_empty() => {}
                 _ => return Err(format!("--ca-file: no PEM certificate in {path}")),
             }
@@ -960,13 +973,15 @@ fn exchange(
     // should not sit idle while it happens.
     let tls = match url.tls {
         false => None,
-        true => Some(connector(cfg.insecure, cfg.ca_pem.as_deref()).map_err(|e| {
-            fail(
-                layer::INTERNAL,
-                "internal_error",
-                format!("cannot set up TLS: {e}"),
-            )
-        })?),
+        true => Some(
+            tls_context(cfg.insecure, cfg.ca_pem.as_deref()).map_err(|e| {
+                fail(
+                    layer::INTERNAL,
+                    "internal_error",
+                    format!("cannot set up TLS: {e}"),
+                )
+            })?,
+        ),
     };
     // DNS, unless the host is an address or --resolve names it.
     let addrs = if let Ok(ip) = url.host.parse::<IpAddr>() {
@@ -1066,23 +1081,17 @@ fn exchange(
     // TLS.
     let mut conn = if let Some(tls) = tls {
         let t = Instant::now();
-        let r = handshake(&tls, tcp, &url.host, ctx);
+        let r = handshake(&tls, tcp, &url.host, !cfg.insecure, ctx);
         trace.add("tls", t.elapsed());
         match r {
             Ok(s) => {
-                trace.cert = s
-                    .peer_certificate()
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.to_der().ok());
+                trace.cert = s.ssl().peer_certificate().and_then(|c| c.to_der().ok());
                 Conn::Tls(Box::new(s))
             }
-            Err(f) => {
-                if f.kind.starts_with("cert_") {
-                    // The failed handshake gives no certificate; fetch it
-                    // without verification so the report can show it.
-                    trace.cert = peek_cert(peer, &url.host, ctx);
-                }
+            Err((f, leaf)) => {
+                // A rejected certificate is reported too, from the same
+                // handshake.
+                trace.cert = leaf;
                 return Err(f);
             }
         }
@@ -1207,11 +1216,12 @@ fn lookup(host: &str, port: u16, ctx: &Ctx) -> Result<Vec<IpAddr>, Fail> {
 
 // ------------------------------------------------------------------ TLS
 
-/// A connector per configuration, built on first use and shared by every
-/// check of the process (see the module docs for why).
-fn connector(insecure: bool, ca_pem: Option<&[u8]>) -> Result<native_tls::TlsConnector, String> {
+/// A TLS client context per configuration (`--insecure`, `--ca-file`),
+/// built on first use and shared by every check of the process (see the
+/// module docs for why).
+fn tls_context(insecure: bool, ca_pem: Option<&[u8]>) -> Result<SslContext, String> {
     type Key = (bool, Option<Vec<u8>>);
-    static CACHE: Mutex<Vec<(Key, native_tls::TlsConnector)>> = Mutex::new(Vec::new());
+    static CACHE: Mutex<Vec<(Key, SslContext)>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, c)) = cache
         .iter()
@@ -1219,39 +1229,80 @@ fn connector(insecure: bool, ca_pem: Option<&[u8]>) -> Result<native_tls::TlsCon
     {
         return Ok(c.clone());
     }
-    let mut b = native_tls::TlsConnector::builder();
-    if insecure {
-        b.danger_accept_invalid_certs(true)
-            .danger_accept_invalid_hostnames(true);
-    }
-    if let Some(pem) = ca_pem {
-        b.disable_built_in_roots(true);
-        for c in native_tls::Certificate::stack_from_pem(pem).map_err(|e| e.to_string())? {
-            b.add_root_certificate(c);
+    let err = |e: openssl::error::ErrorStack| e.to_string();
+    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(err)?;
+    // As rust-openssl's SslConnector: a write retried after a timeout may
+    // come from a moved buffer, and `send` handles partial writes.
+    b.set_mode(
+        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
+    );
+    match (insecure, ca_pem) {
+        // Nothing is verified, so no trust store is loaded at all.
+        (true, _) => b.set_verify(SslVerifyMode::NONE),
+        // Only this CA file is trusted (as curl's --cacert).
+        (false, Some(pem)) => {
+            let mut store = X509StoreBuilder::new().map_err(err)?;
+            for c in X509::stack_from_pem(pem).map_err(err)? {
+                store.add_cert(c).map_err(err)?;
+            }
+            b.set_cert_store(store.build());
+            b.set_verify(SslVerifyMode::PEER);
+        }
+        // The system store, where this OpenSSL was built to find it (or
+        // SSL_CERT_FILE / SSL_CERT_DIR), loaded once.
+        (false, None) => {
+            b.set_default_verify_paths().map_err(err)?;
+            b.set_verify(SslVerifyMode::PEER);
         }
     }
-    let c = b.build().map_err(|e| e.to_string())?;
+    let c = b.build();
     cache.push(((insecure, ca_pem.map(<[u8]>::to_vec)), c.clone()));
     Ok(c)
 }
 
-/// The TLS handshake under the deadline. Socket timeouts make OpenSSL
-/// report "would block"; the handshake resumes until the deadline.
+/// The TLS handshake under the deadline, verifying the chain and the name
+/// unless `verify` is off. Socket timeouts make OpenSSL report "would
+/// block"; the handshake resumes until the deadline. A failure comes with
+/// the leaf certificate when the server sent one.
 fn handshake(
-    conn: &native_tls::TlsConnector,
+    tls: &SslContext,
     tcp: TcpStream,
     host: &str,
+    verify: bool,
     ctx: &Ctx,
-) -> Result<native_tls::TlsStream<TcpStream>, Fail> {
-    use native_tls::HandshakeError;
-    let set = |s: &TcpStream| -> Result<(), Fail> {
-        let left = wait_slice(ctx).ok_or_else(|| timeout("tls", ctx))?;
+) -> Result<SslStream<TcpStream>, (Fail, Option<Vec<u8>>)> {
+    let setup = |e: openssl::error::ErrorStack| {
+        (
+            fail(
+                layer::INTERNAL,
+                "internal_error",
+                format!("cannot set up TLS: {e}"),
+            ),
+            None,
+        )
+    };
+    let mut ssl = Ssl::new(tls).map_err(setup)?;
+    match host.parse::<IpAddr>() {
+        // No SNI for an address; the certificate must name the address.
+        Ok(ip) if verify => ssl.param_mut().set_ip(ip).map_err(setup)?,
+        Ok(_) => {}
+        Err(_) => {
+            ssl.set_hostname(host).map_err(setup)?;
+            if verify {
+                let p = ssl.param_mut();
+                p.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+                p.set_host(host).map_err(setup)?;
+            }
+        }
+    }
+    let set = |s: &TcpStream| -> Result<(), (Fail, Option<Vec<u8>>)> {
+        let left = wait_slice(ctx).ok_or_else(|| (timeout("tls", ctx), None))?;
         let _ = s.set_read_timeout(Some(left));
         let _ = s.set_write_timeout(Some(left));
         Ok(())
     };
     set(&tcp)?;
-    let mut r = conn.connect(host, tcp);
+    let mut r = ssl.connect(tcp);
     loop {
         match r {
             Ok(s) => return Ok(s),
@@ -1259,46 +1310,54 @@ fn handshake(
                 set(mid.get_ref())?;
                 r = mid.handshake();
             }
-            Err(HandshakeError::Failure(e)) => return Err(classify_tls(&e.to_string())),
+            Err(HandshakeError::SetupFailure(e)) => return Err(setup(e)),
+            Err(HandshakeError::Failure(mid)) => {
+                // The chain is kept as received, before verification,
+                // leaf first.
+                let leaf = mid
+                    .ssl()
+                    .peer_cert_chain()
+                    .and_then(|c| c.iter().next().and_then(|x| x.to_der().ok()));
+                let verify = mid.ssl().verify_result().as_raw();
+                return Err((classify_tls(verify, &mid.error().to_string()), leaf));
+            }
         }
     }
 }
 
-/// native-tls gives OpenSSL's verify result only as text; these are the
-/// messages of the verify codes that matter (see NOTES-crates.md).
-fn classify_tls(msg: &str) -> Fail {
-    let m = msg.to_ascii_lowercase();
-    let (kind, what) = if m.contains("certificate has expired") {
-        ("cert_expired", "the certificate has expired")
-    } else if m.contains("certificate is not yet valid") {
-        ("cert_not_yet_valid", "the certificate is not valid yet")
-    } else if m.contains("hostname mismatch") || m.contains("ip address mismatch") {
-        (
+/// OpenSSL's verify result (the X509_V_ERR codes of x509_vfy.h) gives the
+/// certificate kinds; anything else that broke the handshake is
+/// `tls_handshake_failed`.
+fn classify_tls(verify: i32, msg: &str) -> Fail {
+    const CERT_NOT_YET_VALID: i32 = 9;
+    const CERT_HAS_EXPIRED: i32 = 10;
+    const HOSTNAME_MISMATCH: i32 = 62;
+    const IP_ADDRESS_MISMATCH: i32 = 64;
+    let (kind, what) = match verify {
+        0 => {
+            return fail(
+                layer::TLS,
+                "tls_handshake_failed",
+                format!("TLS handshake failed: {}", msg.trim()),
+            )
+        }
+        CERT_HAS_EXPIRED => ("cert_expired", "the certificate has expired"),
+        CERT_NOT_YET_VALID => ("cert_not_yet_valid", "the certificate is not valid yet"),
+        HOSTNAME_MISMATCH | IP_ADDRESS_MISMATCH => (
             "cert_name_mismatch",
             "the certificate does not name the host",
-        )
-    } else if m.contains("self-signed certificate")
-        || m.contains("self signed certificate")
-        || m.contains("unable to get local issuer certificate")
-        || m.contains("unable to get issuer certificate")
-        || m.contains("unable to verify the first certificate")
-        || m.contains("certificate verify failed")
-    {
-        ("cert_untrusted", "the certificate is not trusted")
-    } else {
-        ("tls_handshake_failed", "TLS handshake failed")
+        ),
+        // Self-signed, unknown issuer, bad signature, unusable CA, ...
+        _ => ("cert_untrusted", "the certificate is not trusted"),
     };
-    fail(layer::TLS, kind, format!("{what}: {}", msg.trim()))
-}
-
-/// The peer's certificate from a second, unverified handshake (for the
-/// report after a verification failure). Best effort.
-fn peek_cert(addr: SocketAddr, host: &str, ctx: &Ctx) -> Option<Vec<u8>> {
-    let left = ctx.remaining()?;
-    let tcp = TcpStream::connect_timeout(&addr, left).ok()?;
-    let conn = connector(true, None).ok()?;
-    let s = handshake(&conn, tcp, host, ctx).ok()?;
-    s.peer_certificate().ok()??.to_der().ok()
+    // SAFETY: `from_raw` is unsafe only for codes OpenSSL does not know;
+    // this one came from OpenSSL or is one of the constants above.
+    let text = unsafe { openssl::x509::X509VerifyResult::from_raw(verify) }.error_string();
+    fail(
+        layer::TLS,
+        kind,
+        format!("{what} ({text}, verify error {verify})"),
+    )
 }
 
 /// What the report says about a certificate.
@@ -1421,7 +1480,7 @@ fn hex(b: &[u8]) -> String {
 
 enum Conn {
     Plain(TcpStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Tls(Box<SslStream<TcpStream>>),
 }
 
 impl Conn {
@@ -2049,23 +2108,17 @@ mod tests {
     }
 
     #[test]
-    fn tls_messages_map_to_kinds() {
-        let k = |m: &str| classify_tls(m).kind;
-        assert_eq!(
-            k("error:0A000086:SSL routines::certificate verify failed: (certificate has expired)"),
-            "cert_expired"
-        );
-        assert_eq!(
-            k("... (certificate is not yet valid)"),
-            "cert_not_yet_valid"
-        );
-        assert_eq!(k("... (hostname mismatch)"), "cert_name_mismatch");
-        assert_eq!(k("... (self-signed certificate)"), "cert_untrusted");
-        assert_eq!(
-            k("... (unable to get local issuer certificate)"),
-            "cert_untrusted"
-        );
-        assert_eq!(k("unexpected EOF"), "tls_handshake_failed");
+    fn verify_results_map_to_kinds() {
+        let k = |code| classify_tls(code, "certificate verify failed").kind;
+        assert_eq!(k(10), "cert_expired");
+        assert_eq!(k(9), "cert_not_yet_valid");
+        assert_eq!(k(62), "cert_name_mismatch");
+        assert_eq!(k(64), "cert_name_mismatch");
+        assert_eq!(k(18), "cert_untrusted");
+        assert_eq!(k(20), "cert_untrusted");
+        assert_eq!(k(0), "tls_handshake_failed");
+        let f = classify_tls(10, "x");
+        assert!(f.reason.contains("certificate has expired"), "{}", f.reason);
     }
 
     #[test]
