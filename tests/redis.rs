@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROBE: &str = bin!("pup-probe-redis");
 
@@ -523,12 +523,11 @@ fn assert_timeout(r: &Run, phase: &str) {
     // The probe's own deadline, not the driver's backstop (which names no
     // phase and comes 250 ms later).
     assert_eq!(ev["error"]["phase"], phase, "{ev}");
-    assert!(
-        r.elapsed < Duration::from_millis(1200),
-        "took {:?} for a 1s deadline",
-        r.elapsed
-    );
-    assert!(ev["duration_ms"].as_f64().unwrap() >= 1000.0, "{ev}");
+    // duration_ms is the check itself; the wall time adds the process's
+    // start and exit, which a loaded machine can slow down.
+    let took = ev["duration_ms"].as_f64().unwrap();
+    assert!((1000.0..1150.0).contains(&took), "{ev}");
+    assert!(r.elapsed < Duration::from_millis(1600), "{:?}", r.elapsed);
 }
 
 #[test]
@@ -555,10 +554,7 @@ fn one_deadline_covers_every_round_trip() {
         }),
     );
     let u = format!("redis://:pw@127.0.0.1:{slow}");
-    let t = Instant::now();
-    let r = probe(&[&u, "--timeout", "1s"]);
-    assert_timeout(&r, "info");
-    assert!(t.elapsed() < Duration::from_millis(1200));
+    assert_timeout(&probe(&[&u, "--timeout", "1s"]), "info");
     // Given time, the same server is up.
     assert_eq!(result(&probe(&[&u, "--timeout", "3s"]))["status"], "up");
 }
