@@ -306,6 +306,92 @@ fn tls_trusted_untrusted_insecure_and_wrong_name() {
     assert!(run.stderr.contains("no PEM certificate"), "{}", run.stderr);
 }
 
+/// A test CA and a certificate for localhost and 127.0.0.1 it signed,
+/// valid only from `start` to `end` (`YYYYMMDDhhmmssZ`): `openssl ca` is
+/// the one openssl 3.0 command that takes explicit dates.
+fn ca_signed(dir: &TempDir, start: &str, end: &str) -> [std::path::PathBuf; 3] {
+    let openssl = common::need("openssl");
+    let sh = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=pup test CA"];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    sh(&a);
+    let mut a = vec!["req", "-new", "-subj", "/CN=localhost"];
+    a.extend(ec);
+    a.extend(["-keyout", "srv.key", "-out", "srv.csr"]);
+    sh(&a);
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+         default_md = sha256\npolicy = p\nx509_extensions = ext\n[p]\ncommonName = supplied\n\
+         [ext]\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    sh(&[
+        "ca",
+        "-batch",
+        "-config",
+        "ca.cnf",
+        "-cert",
+        "ca.pem",
+        "-keyfile",
+        "ca.key",
+        "-in",
+        "srv.csr",
+        "-out",
+        "srv.pem",
+        "-startdate",
+        start,
+        "-enddate",
+        end,
+    ]);
+    [dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key")]
+}
+
+#[test]
+fn tls_certificates_out_of_their_dates() {
+    for (start, end, want) in [
+        ("20200101000000Z", "20200102000000Z", "cert_expired"),
+        ("20990101000000Z", "20990102000000Z", "cert_not_yet_valid"),
+    ] {
+        let dir = TempDir::new("redis-ca");
+        let [ca, cert, key] = ca_signed(&dir, start, end);
+        let r = RedisServer::start_tls(&cert, &key, &[]);
+        let ev = assert_down(&probe(&[&r.url(), "--ca-file", ca.to_str().unwrap()]), want);
+        assert_eq!(ev["error"]["layer"], "tls");
+        // --insecure looks past it, and the details say when it expires.
+        let ev = result(&probe(&[&r.url(), "--insecure"]));
+        assert_eq!(ev["status"], "up", "{ev}");
+        assert!(
+            ev["details"]["cert_not_after"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{}-01-02", &end[..4])),
+            "{ev}"
+        );
+    }
+}
+
 /// A server written here: for each RESP command it gets, `answer` says
 /// what to send back (None: say nothing, ever), after `delay`.
 type Answer = dyn Fn(&[String]) -> Option<Vec<u8>> + Send + Sync;

@@ -1092,6 +1092,9 @@ fn run_check(c: &Check, ctx: &Ctx, o: &mut Outcome) -> Result<(), Fail> {
         let t = Instant::now();
         write_check(&mut conn, o)?;
         o.phase("write", t.elapsed());
+        if o.status == Status::Up {
+            o.reason.push_str("; canary write ok");
+        }
     }
     Ok(())
 }
