@@ -40,6 +40,22 @@
 //! everything `ROLE` does for this purpose (role, master address, link
 //! state) plus loading, memory and persistence, in one round trip and one
 //! ACL permission.
+//!
+//! # Judgements a reader may question
+//!
+//! - Replication lag over `--max-lag` is `degraded`, not `down`: the
+//!   replica still serves, only staler data. A broken link is `down`.
+//! - A replica's lag is `master_last_io_seconds_ago` (an idle master only
+//!   pings every `repl-ping-replica-period`, 10 s by default); a master's
+//!   is the largest `lag=` of its replicas (they acknowledge every second).
+//! - `NOPERM` is `down`, not `unknown`: credentials that cannot run the
+//!   check are a broken setup that must be seen, and a server whose ACL
+//!   changed under its clients is not serving them.
+//! - A password sent to a server without one goes on (as redis-cli does),
+//!   noted as `details.auth: not_required`.
+//! - The fingerprint is the role plus, for a replica, its master's
+//!   `host:port`: a failover or re-pointing shows up as a change; restarts
+//!   and data changes do not.
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Status};
