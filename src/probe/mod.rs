@@ -14,6 +14,7 @@
 //! given one-shot, and the command line's flags act as defaults for every
 //! line (a line's own flag wins).
 
+pub mod dns;
 pub mod redis;
 
 use crate::cli;
@@ -261,8 +262,8 @@ pub fn command<P: Probe>() -> Command {
         // A flag given twice takes the last value: a stream line's flags
         // override the command line's.
         .args_override_self(true);
-    // The derives set `about` from their structs' doc comments: put the
-    // probe's own back.
+    // The derived `augment_args` sets `about` from the Args structs' doc
+    // comments ("The flags every probe has"): set the probe's own last.
     Common::augment_args(P::Args::augment_args(cmd))
         .about(P::ABOUT)
         .long_about(None)

@@ -4,6 +4,7 @@
 //! also when it fails.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
 pub mod redis_server;
 
 use serde_json::Value;
