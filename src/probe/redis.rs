@@ -120,18 +120,18 @@ pub struct RedisArgs {
     #[arg(long)]
     pub insecure: bool,
 
-    /// Assert the server's role (`down`, role_mismatch, otherwise)
+    /// Assert the server's role; another role is down (role_mismatch)
     #[arg(long, value_enum, value_name = "ROLE")]
     pub role: Option<Role>,
 
-    /// `degraded` when replication lags more than DUR: on a replica, the
-    /// time since its master last spoke; on a master, the largest lag any
-    /// connected replica reports
+    /// Degraded (replication_lag) when replication lags more than DUR: on a
+    /// replica, the time since its master last spoke; on a master, the
+    /// largest lag any connected replica reports
     #[arg(long, value_name = "DUR", value_parser = cli::parse_duration)]
     pub max_lag: Option<Duration>,
 
-    /// `degraded` when used_memory is above N percent of maxmemory (of
-    /// total_system_memory when maxmemory is 0)
+    /// Degraded (memory_high) when used_memory is above N percent of
+    /// maxmemory (of total_system_memory when maxmemory is 0)
     #[arg(long, value_name = "N", value_parser = parse_pct)]
     pub max_memory_pct: Option<f64>,
 
