@@ -281,3 +281,6 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+pub mod recorder;
+pub mod smtp;
