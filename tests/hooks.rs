@@ -114,8 +114,17 @@ fn routed(kind: &str, status: &str, previous: &str, reason: &str) -> Value {
         "status": status, "previous_status": previous,
         "ts": "2026-11-23T20:15:58.123Z", "reason": reason, "result": res,
     });
-    if kind == "up" || kind == "reminder" {
-        ev["down_for_ms"] = json!(305_000.0);
+    match kind {
+        "down" => ev["previous_for_ms"] = json!(86_400_000),
+        "up" => {
+            ev["previous_for_ms"] = json!(305_000);
+            ev["down_for_ms"] = json!(305_000);
+        }
+        "reminder" => {
+            ev["down_for_ms"] = json!(305_000);
+            ev["reminder"] = json!(1);
+        }
+        _ => {}
     }
     ev
 }
@@ -217,11 +226,10 @@ fn log_appends_each_event_as_one_json_line() {
     let file = dir.join("events.ndjson");
     std::fs::write(&file, "{\"kept\":true}\n").unwrap();
     let file_s = file.to_str().unwrap();
-    let events = [
-        result("web", "down", "line one\nline \"two\""),
-        down(),
-        up(),
-    ];
+    // A number jq 1.6 would round if it reprinted the event.
+    let mut res = result("web", "down", "line one\nline \"two\"");
+    res["details"] = json!({"bytes": 12_345_678_901_234_567_890u64});
+    let events = [res, down(), up()];
     for ev in &events {
         assert_ok(&run_hook("log", ev, &[("PUP_LOG_FILE", file_s)]));
     }
@@ -233,6 +241,9 @@ fn log_appends_each_event_as_one_json_line() {
     assert_eq!(lines.len(), 4, "{text}");
     assert_eq!(lines[0], json!({"kept": true}), "earlier content is kept");
     assert_eq!(&lines[1..], &events[..]);
+    // Byte for byte what pup-route wrote.
+    let raw: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.lines().skip(1).collect::<Vec<_>>(), raw);
 }
 
 #[test]
@@ -324,6 +335,84 @@ fn slack_posts_down_up_and_reminder_messages() {
         "{}",
         texts[2]
     );
+}
+
+#[test]
+fn slack_names_every_router_event_type() {
+    let server = Recorder::start(200, "ok");
+    let url = server.url("/hook");
+    let fp = "sha256:0123456789abcdef0123456789abcdef";
+    let mut res = result("ns", "up", "A 192.0.2.7");
+    res["target"] = json!("www.example.org A");
+    res["fingerprint"] = json!(fp);
+    let base = json!({"v": 1, "check": "ns", "target": "www.example.org A",
+        "ts": "2026-11-23T21:00:00.000Z", "result": res});
+    let with = |extra: Value| {
+        let mut ev = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            ev[k] = v.clone();
+        }
+        ev
+    };
+    let cases = [
+        (
+            with(
+                json!({"type": "flapping", "status": "up", "previous_status": "down",
+                "flapping": true, "flap_percent": 62.5}),
+            ),
+            "🔀 *ns* is FLAPPING",
+        ),
+        (
+            with(
+                json!({"type": "flapping", "status": "up", "previous_status": "up",
+                "flapping": false, "flap_percent": 10.0}),
+            ),
+            "🔀 *ns* stopped flapping",
+        ),
+        (
+            with(
+                json!({"type": "changed", "status": "up", "previous_status": "up",
+                "fingerprint": fp,
+                "previous_fingerprint": "sha256:ffffffffffffffffffffffffffffffff"}),
+            ),
+            "🔄 *ns* CHANGED (new fingerprint)",
+        ),
+        (
+            with(
+                json!({"type": "stale", "status": "up", "previous_status": "up",
+                "silent_ms": 180_000, "reason": "nothing for 3 intervals"}),
+            ),
+            "⏸️ *ns* went SILENT for 3m 0s",
+        ),
+        (
+            json!({"v": 1, "type": "stale", "check": "pup-sched", "heartbeat": true,
+                "ts": "2026-11-23T21:00:00.000Z", "silent_ms": 3_600_000,
+                "reason": "no heartbeat"}),
+            "⏸️ monitoring STOPPED: no heartbeat from *pup-sched* for 1h 0m",
+        ),
+        (
+            json!({"v": 1, "type": "hook", "check": "ns", "hook": "down/<pager>",
+                "event": "down", "exit_code": 1, "timed_out": false, "ok": false,
+                "stderr": "pager: refused", "duration_ms": 20.0,
+                "reason": "exit status 1", "ts": "2026-11-23T21:00:00.000Z",
+                "trigger": with(json!({"type": "down", "status": "down",
+                    "previous_status": "up", "previous_for_ms": 1000}))}),
+            "⚠️ hook down/&lt;pager&gt; FAILED for *ns*",
+        ),
+    ];
+    for (ev, _) in &cases {
+        assert_ok(&run_hook("slack", ev, &[("SLACK_WEBHOOK_URL", &url)]));
+    }
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), cases.len());
+    for (r, (ev, want)) in reqs.iter().zip(&cases) {
+        let text = r.json()["text"].as_str().unwrap().to_string();
+        assert_eq!(text.lines().next(), Some(*want), "{text}");
+        if ev["check"] == "ns" {
+            // Not a URL: the target is shown as code, not as a link.
+            assert!(text.contains("`www.example.org A`"), "{text}");
+        }
+    }
 }
 
 #[test]
