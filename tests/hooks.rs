@@ -44,13 +44,16 @@ fn run_hook_in(dir: &Path, name: &str, event: &Value, settings: &[(&str, &str)])
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
-    // pup-route's variables are single lines.
+    // pup-route's variables are single lines, size-capped.
     let field = |k: &str| -> String {
         event
             .get(k)
             .and_then(Value::as_str)
             .unwrap_or("")
             .replace(['\r', '\n', '\0'], " ")
+            .chars()
+            .take(4096)
+            .collect()
     };
     let mut args: Vec<String> = vec![
         "-i".into(),
@@ -1072,4 +1075,43 @@ fn sqlite_fails_loudly_on_bad_json_or_an_unwritable_database() {
         &[("PUP_SQLITE_DB", unwritable.to_str().unwrap())],
     );
     assert_fails(&r, "sqlite", "cannot write");
+}
+
+#[test]
+fn log_and_sqlite_take_hooks_running_at_once() {
+    // pup-route -j runs hooks in parallel. sqlite writers must wait for each
+    // other instead of failing with "database is locked" (this fails without
+    // the hook's .timeout). Log lines must stay whole: bash writes a line
+    // over ~28 kB in more than one write(), which the hook's flock keeps
+    // together (a race this test can only catch now and then).
+    let dir = TempDir::new("concurrent");
+    let log = dir.join("events.ndjson");
+    let db = dir.join("pup.db");
+    let (log_s, db_s) = (log.to_str().unwrap(), db.to_str().unwrap());
+    let n = 12;
+    std::thread::scope(|s| {
+        for i in 0..n {
+            s.spawn(move || {
+                let ev = result(&format!("c{i}"), "up", &format!("{i}").repeat(100_000));
+                assert_ok(&run_hook("log", &ev, &[("PUP_LOG_FILE", log_s)]));
+                assert_ok(&run_hook("sqlite", &ev, &[("PUP_SQLITE_DB", db_s)]));
+            });
+        }
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut checks: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a whole JSON line");
+            let c = v["check"].as_str().unwrap().to_string();
+            assert_eq!(v["reason"].as_str().unwrap().len(), 100_000 * c[1..].len());
+            c
+        })
+        .collect();
+    checks.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    want.sort();
+    assert_eq!(checks, want);
+    let rows = query(&db, "SELECT count(DISTINCT check_name) AS n FROM results");
+    assert_eq!(rows, [json!({"n": n})]);
 }
