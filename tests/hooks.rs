@@ -72,6 +72,27 @@ fn run_hook_in(dir: &Path, name: &str, event: &Value, settings: &[(&str, &str)])
     run_with("env", &args, Some(&text), &[], Duration::from_secs(30))
 }
 
+/// Writes an executable script through a child process. Writing it from
+/// this process would leave a moment where a child that another test thread
+/// forks inherits the open file, and executing the script then fails with
+/// "Text file busy" (ETXTBSY).
+fn write_script(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "cannot write {path:?}");
+}
+
 fn run_hook(name: &str, event: &Value, settings: &[(&str, &str)]) -> Run {
     let dir = TempDir::new(&format!("hook-{name}"));
     run_hook_in(dir.path(), name, event, settings)
@@ -517,9 +538,36 @@ fn teams_exits_nonzero_when_teams_refuses() {
     assert!(r.stderr.contains("Bad payload"), "{r:?}");
 }
 
+/// A port on 127.0.0.1 that refuses connections for as long as the
+/// returned socket lives: bound, so no other test's server can take it
+/// (as could happen with a port found free and released), but not listening.
+fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a fresh descriptor that the OwnedFd
+    // then owns; the sockaddr_in lives across the calls that read it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let held = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(
+            libc::bind(fd, p, len),
+            0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::getsockname(fd, p, &mut len), 0);
+        (held, u16::from_be(addr.sin_port))
+    }
+}
+
 #[test]
 fn a_webhook_nobody_listens_on_fails_loudly() {
-    let port = common::free_port().to_string();
+    let (_held, port) = refusing_port();
     let url = format!("http://127.0.0.1:{port}/x");
     for (hook, var) in [
         ("slack", "SLACK_WEBHOOK_URL"),
@@ -539,16 +587,14 @@ fn secrets_never_appear_on_a_command_line() {
     for prog in ["curl", "openssl"] {
         let real = need(prog);
         let spy = dir.join(prog);
-        std::fs::write(
+        write_script(
             &spy,
-            format!(
+            &format!(
                 "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\nexec '{}' \"$@\"\n",
                 dir.join("argv").display(),
                 real.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
     }
     let path = format!(
         "{}:{}",
@@ -908,12 +954,10 @@ fn email_through_sendmail() {
     // queue them.
     let dir = TempDir::new("email-sendmail");
     let prog = dir.join("sendmail");
-    std::fs::write(
+    write_script(
         &prog,
         "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$0.args\"\ncat > \"$0.msg\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let r = run_hook(
         "email",
         &reminder(),
@@ -944,7 +988,8 @@ fn email_through_sendmail() {
         "{msg}"
     );
     // A sendmail that fails makes the hook fail.
-    std::fs::write(&prog, "#!/bin/sh\necho 'queue full' >&2\nexit 75\n").unwrap();
+    std::fs::remove_file(&prog).unwrap();
+    write_script(&prog, "#!/bin/sh\necho 'queue full' >&2\nexit 75\n");
     let r = run_hook(
         "email",
         &down(),
