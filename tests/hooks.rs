@@ -229,6 +229,42 @@ fn every_hook_refuses_to_run_without_its_settings() {
 }
 
 #[test]
+fn every_hook_names_a_missing_command() {
+    // A PATH holding only bash (and what a case adds): the hook must say
+    // which command it lacks in its one line, not die on "command not found".
+    let dir = TempDir::new("bare-path");
+    let link = |prog: &str| std::os::unix::fs::symlink(need(prog), dir.join(prog)).unwrap();
+    link("bash");
+    let path = dir.path().to_str().unwrap();
+    for (hook, setting, missing) in [
+        ("log", "PUP_LOG_FILE", "jq"),
+        ("slack", "SLACK_WEBHOOK_URL", "curl"),
+        ("teams", "TEAMS_WEBHOOK_URL", "curl"),
+        ("webhook", "PUP_WEBHOOK_URL", "curl"),
+        ("email", "PUP_MAIL_TO", "jq"),
+        ("sqlite", "PUP_SQLITE_DB", "sqlite3"),
+    ] {
+        let r = run_hook(hook, &down(), &[("PATH", path), (setting, "/dev/null")]);
+        assert_fails(&r, hook, &format!("needs {missing}"));
+    }
+    // Signing needs openssl; without a secret the webhook does not.
+    link("curl");
+    link("jq");
+    let server = Recorder::start(200, "");
+    let url = server.url("/in");
+    let settings = [("PATH", path), ("PUP_WEBHOOK_URL", url.as_str())];
+    assert_ok(&run_hook("webhook", &down(), &settings));
+    let mut signed = settings.to_vec();
+    signed.push(("PUP_WEBHOOK_SECRET", "k"));
+    assert_fails(
+        &run_hook("webhook", &down(), &signed),
+        "webhook",
+        "needs openssl",
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
 fn every_hook_refuses_to_run_without_an_event_file() {
     for hook in HOOKS {
         let r = run_with(
