@@ -44,16 +44,17 @@ fn run_hook_in(dir: &Path, name: &str, event: &Value, settings: &[(&str, &str)])
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
-    // pup-route's variables are single lines, size-capped.
+    // pup-route's variables are single lines of at most 1024 bytes.
     let field = |k: &str| -> String {
-        event
+        let mut v = event
             .get(k)
             .and_then(Value::as_str)
             .unwrap_or("")
-            .replace(['\r', '\n', '\0'], " ")
-            .chars()
-            .take(4096)
-            .collect()
+            .replace(['\r', '\n', '\0'], " ");
+        while v.len() > 1024 {
+            v.pop();
+        }
+        v
     };
     let mut args: Vec<String> = vec![
         "-i".into(),
@@ -163,6 +164,15 @@ fn up() -> Value {
 
 fn reminder() -> Value {
     routed("reminder", "down", "down", "connect: connection refused")
+}
+
+/// The event hook-failed/ hooks get: pup-route's report of a failed run.
+fn hook_failed() -> Value {
+    json!({"v": 1, "type": "hook", "check": "web", "hook": "down/pager",
+        "event": "down", "exit_code": 1, "timed_out": false, "ok": false,
+        "stderr": "pager: trying\npager: refused\n", "duration_ms": 20.0,
+        "reason": "down/pager exited with 1", "ts": "2026-11-23T20:15:58.200Z",
+        "trigger": down()})
 }
 
 // ---------------------------------------------------------------- all hooks
@@ -316,7 +326,7 @@ fn log_text_writes_one_readable_line_per_event() {
     ];
     let mut res = result("web", "down", "refused\nby peer");
     res["duration_ms"] = json!(1.5);
-    for ev in [&res, &down(), &up()] {
+    for ev in [&res, &down(), &up(), &hook_failed()] {
         assert_ok(&run_hook("log", ev, &settings));
     }
     let text = std::fs::read_to_string(&file).unwrap();
@@ -327,6 +337,7 @@ fn log_text_writes_one_readable_line_per_event() {
             "2026-11-23T20:10:53.123Z web result down 1.5ms http://127.0.0.1:8080/health: refused by peer",
             "2026-11-23T20:15:58.123Z web down (was up) http://127.0.0.1:8080/health: connect: connection refused",
             "2026-11-23T20:15:58.123Z web up (was down) after 5m5s http://127.0.0.1:8080/health: HTTP 200 in 3ms",
+            "2026-11-23T20:15:58.200Z web hook down/pager FAILED: pager: refused",
         ],
         "{text}"
     );
@@ -459,6 +470,7 @@ fn slack_names_every_router_event_type() {
                     "previous_status": "up", "previous_for_ms": 1000}))}),
             "⚠️ hook down/&lt;pager&gt; FAILED for *ns*",
         ),
+        (hook_failed(), "⚠️ hook down/pager FAILED for *web*"),
     ];
     for (ev, _) in &cases {
         assert_ok(&run_hook("slack", ev, &[("SLACK_WEBHOOK_URL", &url)]));
@@ -468,6 +480,10 @@ fn slack_names_every_router_event_type() {
     for (r, (ev, want)) in reqs.iter().zip(&cases) {
         let text = r.json()["text"].as_str().unwrap().to_string();
         assert_eq!(text.lines().next(), Some(*want), "{text}");
+        if ev["type"] == "hook" {
+            // The failed hook's own last words, not just "exited with 1".
+            assert_eq!(text.lines().nth(1), Some("> pager: refused"), "{text}");
+        }
         if ev["check"] == "ns" {
             // Not a URL: the target is shown as code, not as a link.
             assert!(text.contains("`www.example.org A`"), "{text}");

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod recorder;
+pub mod smtp;
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -283,6 +285,3 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
-pub mod recorder;
-pub mod smtp;
