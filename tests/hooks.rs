@@ -324,7 +324,8 @@ fn log_text_writes_one_readable_line_per_event() {
         ("PUP_LOG_FILE", file.to_str().unwrap()),
         ("PUP_LOG_FORMAT", "text"),
     ];
-    let mut res = result("web", "down", "refused\nby peer");
+    // Newlines and a terminal escape must not reach the log as such.
+    let mut res = result("web", "down", "refused\n\u{1b}[2Jby peer");
     res["duration_ms"] = json!(1.5);
     for ev in [&res, &down(), &up(), &hook_failed()] {
         assert_ok(&run_hook("log", ev, &settings));
@@ -334,7 +335,7 @@ fn log_text_writes_one_readable_line_per_event() {
     assert_eq!(
         lines,
         [
-            "2026-11-23T20:10:53.123Z web result down 1.5ms http://127.0.0.1:8080/health: refused by peer",
+            "2026-11-23T20:10:53.123Z web result down 1.5ms http://127.0.0.1:8080/health: refused [2Jby peer",
             "2026-11-23T20:15:58.123Z web down (was up) http://127.0.0.1:8080/health: connect: connection refused",
             "2026-11-23T20:15:58.123Z web up (was down) after 5m5s http://127.0.0.1:8080/health: HTTP 200 in 3ms",
             "2026-11-23T20:15:58.200Z web hook down/pager FAILED: pager: refused",
