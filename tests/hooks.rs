@@ -867,6 +867,39 @@ fn email_goes_over_starttls_with_login_and_parses() {
 }
 
 #[test]
+fn email_over_smtps_from_the_first_byte() {
+    let dir = TempDir::new("email-smtps");
+    let (cert, key) = smtp::make_cert(dir.path());
+    let server = SmtpServer::start(smtp::Options {
+        tls: Some((cert.clone(), key)),
+        implicit_tls: true,
+        login: Some(("pup".into(), "pw".into())),
+        ..Default::default()
+    });
+    let url = format!("smtps://127.0.0.1:{}", server.port);
+    let r = run_hook(
+        "email",
+        &up(),
+        &[
+            ("PUP_MAIL_TO", "ops@example.org"),
+            ("PUP_SMTP_URL", &url),
+            ("PUP_SMTP_USER", "pup"),
+            ("PUP_SMTP_PASSWORD", "pw"),
+            ("PUP_SMTP_CACERT", cert.to_str().unwrap()),
+        ],
+    );
+    assert_ok(&r);
+    let mails = server.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].tls);
+    assert_eq!(mails[0].user.as_deref(), Some("pup"));
+    assert_eq!(
+        mails[0].header("Subject"),
+        "[pup] web is UP again after 5m 5s"
+    );
+}
+
+#[test]
 fn email_up_over_plain_smtp_with_a_non_ascii_check_name() {
     let server = SmtpServer::start(smtp::Options::default());
     let url = smtp_url(&server);

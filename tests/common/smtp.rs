@@ -18,6 +18,9 @@ use std::time::Duration;
 pub struct Options {
     /// Offer STARTTLS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// With `tls`: speak TLS from the first byte instead (smtps, port 465
+    /// style) and offer no STARTTLS.
+    pub implicit_tls: bool,
     /// Offer AUTH PLAIN (after STARTTLS when TLS is offered) and refuse
     /// MAIL FROM until a client logged in with this user and password.
     pub login: Option<(String, String)>,
@@ -103,11 +106,21 @@ impl SmtpServer {
                 }
                 if let Ok(conn) = conn {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let conn = match (&acceptor, opts.implicit_tls) {
+                        (Some(acc), true) => match acc.accept(conn) {
+                            Ok(tls) => Conn::Tls(Box::new(tls)),
+                            Err(_) => continue,
+                        },
+                        _ => Conn::Plain(conn),
+                    };
                     let mut s = Session {
-                        conn: Conn::Plain(conn),
+                        conn,
                         opts: &opts,
                         acceptor: acceptor.as_ref(),
-                        mail: Mail::default(),
+                        mail: Mail {
+                            tls: opts.implicit_tls,
+                            ..Mail::default()
+                        },
                         got: &got,
                     };
                     let _ = s.run();
