@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod recorder;
+pub mod smtp;
 
 use serde_json::Value;
 use std::io::{Read, Write};
