@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod recorder;
 pub mod redis_server;
+pub mod smtp;
 
 use serde_json::Value;
 use std::io::{Read, Write};
