@@ -77,7 +77,11 @@ impl RedisServer {
                 if let Ok(Some(_)) = guard.child.try_wait() {
                     break;
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Its own log line, not just a listening port: another
+                // test's server may have taken the port first.
+                let ready = std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections"));
+                if ready && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return RedisServer {
                         port,
                         tls,
