@@ -684,6 +684,7 @@ fn usage_errors_exit_3_with_one_line() {
         vec!["--max-lag", "5"],
         vec!["--password-file", "/nonexistent/pw"],
         vec!["redis://a", "redis://b"],
+        vec!["-6", "redis://127.0.0.1"],
     ] {
         let r = probe(&args);
         assert_eq!(r.code, 3, "{args:?}: {r:?}");

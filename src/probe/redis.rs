@@ -350,8 +350,16 @@ Exit status: 0 up, 1 degraded, 2 down, 3 unknown (bad usage included).";
         args.url.is_some()
     }
 
-    fn prepare(args: RedisArgs, _common: &Common) -> Result<Vec<Check>, String> {
+    fn prepare(args: RedisArgs, common: &Common) -> Result<Vec<Check>, String> {
         let url = parse_url(args.url.as_deref().unwrap_or("redis://127.0.0.1:6379"))?;
+        if let Ok(ip) = url.host.parse::<IpAddr>() {
+            if !common.family().admits(&ip) {
+                return Err(format!(
+                    "{ip} is not an {} address",
+                    if ip.is_ipv4() { "IPv6" } else { "IPv4" }
+                ));
+            }
+        }
         let (password, password_source) = if let Some(p) = url.password.clone() {
             (Some(p), Some("url"))
         } else if let Some(f) = &args.password_file {
