@@ -6,6 +6,6 @@ use clap::Command;
 
 /// Every binary's full command definition, in the order the docs list them.
 pub fn commands() -> Vec<Command> {
-    use crate::probe::{self, dns::Dns};
-    vec![probe::command::<Dns>()]
+    use crate::probe::{self, dns::Dns, redis::Redis};
+    vec![probe::command::<Dns>(), probe::command::<Redis>()]
 }
