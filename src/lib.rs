@@ -21,3 +21,4 @@ pub mod event;
 pub mod ndjson;
 pub mod probe;
 pub mod shell;
+pub mod tools;

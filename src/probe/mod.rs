@@ -16,6 +16,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod redis;
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Event, Status};
