@@ -8,7 +8,7 @@
 //! `status_mismatch`, …), its own time in `phases`, and is bounded by the
 //! whole-check deadline.
 //!
-//! Why this speaks HTTP/1.1 itself over std sockets + native-tls, with
+//! Why this speaks HTTP/1.1 itself over std sockets and TLS, with
 //! `httparse` for the response head, instead of using an HTTP client
 //! crate such as ureq: a monitor needs (1) exact per-phase timings (dns,
 //! connect, tls, ttfb, transfer), (2) the peer address and the peer
