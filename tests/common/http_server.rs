@@ -317,7 +317,7 @@ fn reason(code: u16) -> &'static str {
 
 // ------------------------------------------------------------ certificates
 
-/// A certificate with its key (and the chain to send after it).
+/// A certificate with its private key, as a TLS server presents it.
 pub struct Identity {
     pub cert: X509,
     pub key: PKey<Private>,
