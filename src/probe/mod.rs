@@ -375,13 +375,28 @@ pub fn main<P: Probe>() -> ! {
                 std::process::exit(Status::Unknown.exit_code());
             }
         };
-        let (tx, handles) = start_workers::<P>(out.clone(), concurrency.min(jobs.len()).max(1));
-        for j in jobs {
-            let _ = tx.send(j);
-        }
-        drop(tx);
-        for h in handles {
-            let _ = h.join();
+        if jobs.len() == 1 {
+            // The common case (a Nagios-style check, a cron job): no
+            // worker pool and no thread to hand the result back; see
+            // `run_alone`.
+            let job = jobs.into_iter().next().expect("one job");
+            let o = out.clone();
+            let overrun = move |ev: Event| {
+                o.emit(&ev);
+                std::process::exit(o.exit_code());
+            };
+            if let Some(ev) = run_alone::<P>(job, overrun) {
+                out.emit(&ev);
+            }
+        } else {
+            let (tx, handles) = start_workers::<P>(out.clone(), concurrency.min(jobs.len()));
+            for j in jobs {
+                let _ = tx.send(j);
+            }
+            drop(tx);
+            for h in handles {
+                let _ = h.join();
+            }
         }
     }
     std::process::exit(out.exit_code());
@@ -465,6 +480,11 @@ fn run_job<P: Probe>(job: Job<P>) -> Event {
     let wall = SystemTime::now();
     let ctx = Ctx::new(job.timeout, job.family);
     let outcome = run_with_deadline::<P>(&job.check, &ctx);
+    result_event(&job, wall, &ctx, outcome)
+}
+
+/// The result event of `job`, started at `wall`, now that `outcome` is in.
+fn result_event<P: Probe>(job: &Job<P>, wall: SystemTime, ctx: &Ctx, outcome: Outcome) -> Event {
     let elapsed = ctx.start.elapsed();
     let target = P::target(&job.check);
     let mut ev = Event::new("result", job.name.as_deref().unwrap_or(&target));
@@ -472,9 +492,86 @@ fn run_job<P: Probe>(job: Job<P>) -> Event {
     ev.probe = Some(P::NAME.to_string());
     ev.target = Some(target);
     ev.duration_ms = Some(event::ms(elapsed));
-    ev.tags = job.tags;
+    ev.tags = job.tags.clone();
     apply_outcome(&mut ev, outcome, elapsed, job.degraded_over);
     ev
+}
+
+/// One-shot with a single target: runs the check on the calling thread,
+/// as [`run_job`] would on a worker, and returns its event. Same deadline
+/// guarantee: a watchdog thread that only sleeps reports the overrun
+/// through `overrun` (which in a program emits it and exits) if the check
+/// is not back by the deadline plus [`GRACE`]; then this returns `None`,
+/// once `overrun` has returned. A panic is an `unknown` result, as there.
+///
+/// Why not [`run_job`]: its result comes back from another thread, and
+/// on a busy machine waking the waiting thread costs more than the whole
+/// check on a LAN (each wake-up waits for a core); here the finished
+/// check goes straight to the output and nothing waits on the watchdog.
+fn run_alone<P: Probe>(job: Job<P>, overrun: impl FnOnce(Event) + Send + 'static) -> Option<Event> {
+    let wall = SystemTime::now();
+    let ctx = Ctx::new(job.timeout, job.family);
+    // Who reports this check: `None` while it runs, then `Some(true)` if
+    // the check did, `Some(false)` if the watchdog did.
+    let claim = Arc::new((Mutex::new(None::<bool>), std::sync::Condvar::new()));
+    let watchdog = {
+        let claim = claim.clone();
+        let (wctx, wjob) = (ctx.clone(), job_envelope(&job));
+        // It only sleeps, then builds one event: a small stack will do.
+        thread::Builder::new().stack_size(256 << 10).spawn(move || {
+            let (lock, cv) = &*claim;
+            let until = wctx.deadline + GRACE;
+            let mut c = lock.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if c.is_some() {
+                    return;
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                c = cv
+                    .wait_timeout(c, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            *c = Some(false);
+            drop(c);
+            overrun(result_event(&wjob, wall, &wctx, overrun_outcome(&wctx)));
+        })
+    };
+    let watchdog = match watchdog {
+        Ok(h) => h,
+        // As run_job: no thread, no deadline guarantee, no check.
+        Err(e) => return Some(result_event(&job, wall, &ctx, no_thread(e))),
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| P::run(&job.check, &ctx)));
+    let outcome = r.unwrap_or_else(|p| panicked(&*p));
+    let (lock, cv) = &*claim;
+    let mut c = lock.lock().unwrap_or_else(|p| p.into_inner());
+    if c.is_some() {
+        // The watchdog reported the overrun; wait until it is written.
+        drop(c);
+        let _ = watchdog.join();
+        return None;
+    }
+    *c = Some(true);
+    drop(c);
+    cv.notify_one();
+    Some(result_event(&job, wall, &ctx, outcome))
+}
+
+/// A copy of a job for a thread that reports it: everything but the
+/// check's own settings is in the envelope, and the check is shared.
+fn job_envelope<P: Probe>(job: &Job<P>) -> Job<P> {
+    Job {
+        check: job.check.clone(),
+        name: job.name.clone(),
+        tags: job.tags.clone(),
+        timeout: job.timeout,
+        degraded_over: job.degraded_over,
+        family: job.family,
+    }
 }
 
 /// Fills a result event from an outcome, applying `--degraded-over`.
@@ -519,36 +616,49 @@ fn run_with_deadline<P: Probe>(check: &Arc<P::Check>, ctx: &Ctx) -> Outcome {
         let _ = tx.send(r);
     });
     if let Err(e) = spawned {
-        return Outcome::fail(
-            Status::Unknown,
-            ErrorInfo::new(layer::INTERNAL, "internal_error"),
-            format!("cannot start a thread for the check: {e}"),
-        );
+        return no_thread(e);
     }
     let wait = (ctx.deadline + GRACE).saturating_duration_since(Instant::now());
     match rx.recv_timeout(wait) {
         Ok(Ok(o)) => o,
-        Ok(Err(panic)) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            Outcome::fail(
-                Status::Unknown,
-                ErrorInfo::new(layer::INTERNAL, "internal_error"),
-                format!("internal error in the probe: {msg}"),
-            )
-        }
-        Err(_) => Outcome::fail(
-            Status::Down,
-            ErrorInfo::new(layer::TIMING, "timeout"),
-            format!(
-                "no result within the {} deadline",
-                cli::format_duration(ctx.timeout)
-            ),
-        ),
+        Ok(Err(panic)) => panicked(&*panic),
+        Err(_) => overrun_outcome(ctx),
     }
+}
+
+/// The outcome of a check that could not be started on its own thread.
+fn no_thread(e: std::io::Error) -> Outcome {
+    Outcome::fail(
+        Status::Unknown,
+        ErrorInfo::new(layer::INTERNAL, "internal_error"),
+        format!("cannot start a thread for the check: {e}"),
+    )
+}
+
+/// The outcome of a probe that panicked.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Outcome {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into());
+    Outcome::fail(
+        Status::Unknown,
+        ErrorInfo::new(layer::INTERNAL, "internal_error"),
+        format!("internal error in the probe: {msg}"),
+    )
+}
+
+/// The outcome of a check not back by its deadline plus [`GRACE`].
+fn overrun_outcome(ctx: &Ctx) -> Outcome {
+    Outcome::fail(
+        Status::Down,
+        ErrorInfo::new(layer::TIMING, "timeout"),
+        format!(
+            "no result within the {} deadline",
+            cli::format_duration(ctx.timeout)
+        ),
+    )
 }
 
 /// Stream mode: one check (or a bad-line result) per stdin line.
@@ -692,6 +802,35 @@ mod tests {
         let ev = run_job(job("panic", 1000, None));
         assert_eq!(ev.status, Some(Status::Unknown));
         assert!(ev.reason.unwrap().contains("boom"));
+    }
+
+    /// `run_alone` (one-shot, one target) keeps `run_job`'s guarantees.
+    #[test]
+    fn a_lone_check_has_the_same_deadline_and_panic_safety() {
+        let (tx, rx) = mpsc::channel();
+        let t = Instant::now();
+        let mine = run_alone(job("600", 100, None), move |ev| tx.send(ev).unwrap());
+        assert!(mine.is_none(), "the watchdog reports an overrun");
+        let ev = rx.try_recv().expect("the overrun was reported");
+        assert_eq!(ev.status, Some(Status::Down));
+        assert_eq!(ev.error.unwrap().kind, "timeout");
+        let d = ev.duration_ms.unwrap();
+        assert!((100.0..1000.0).contains(&d), "reported after {d}ms");
+        assert!(
+            t.elapsed() >= Duration::from_millis(600),
+            "waited for the check"
+        );
+
+        let never = |_: Event| panic!("no overrun expected");
+        let ev = run_alone(job("panic", 1000, None), never).unwrap();
+        assert_eq!(ev.status, Some(Status::Unknown));
+        assert!(ev.reason.unwrap().contains("boom"));
+
+        let ev = run_alone(job("30", 1000, Some(5)), never).unwrap();
+        assert_eq!(ev.status, Some(Status::Degraded));
+        assert_eq!(ev.check, "30");
+        assert_eq!(ev.target.as_deref(), Some("30"));
+        assert!(ev.duration_ms.unwrap() >= 30.0);
     }
 
     #[test]
