@@ -41,6 +41,9 @@ fn main() {
     if !eh.is_absolute() || !eh.is_file() {
         return;
     }
+    // A compiler upgrade that removes this file must not leave a script
+    // pointing at it.
+    println!("cargo:rerun-if-changed={}", eh.display());
     let dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("unwinder");
     fs::create_dir_all(&dir).expect("create OUT_DIR/unwinder");
     fs::write(
