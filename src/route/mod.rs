@@ -671,7 +671,7 @@ fn private_tmp(user: Option<&HookUser>) -> io::Result<PathBuf> {
     Ok(p)
 }
 
-fn run(o: Opts) -> i32 {
+fn run(mut o: Opts) -> i32 {
     let my_uid = unsafe { libc::geteuid() };
     if o.policy.flap_low > o.policy.flap_high {
         usage("--flap-low must not be above --flap-high");
@@ -688,14 +688,21 @@ fn run(o: Opts) -> i32 {
         }
         None => None,
     };
-    if let Some(dir) = &o.hooks_dir {
+    if let Some(dir) = o.hooks_dir.clone() {
         if !dir.is_dir() {
             usage(format!(
                 "hooks directory {}: not a directory",
                 dir.display()
             ));
         }
-        let bad = hooks::audit(dir, my_uid);
+        // Hooks run with the hooks directory as their working directory,
+        // so their paths must not depend on ours.
+        let dir = match dir.canonicalize() {
+            Ok(d) => d,
+            Err(e) => usage(format!("hooks directory {}: {e}", dir.display())),
+        };
+        o.hooks_dir = Some(dir.clone());
+        let bad = hooks::audit(&dir, my_uid);
         if !bad.is_empty() {
             for b in &bad {
                 cli::warn(PROG, b);
