@@ -173,6 +173,9 @@ pub struct Machine {
     timer: BinaryHeap<Reverse<(i64, usize)>>,
     /// Set when anything worth saving changed since `take_dirty`.
     dirty: bool,
+    /// Replay: timer events are stamped with the time they fell due (as
+    /// they would have fired live), not the time of the next input.
+    pub exact: bool,
 }
 
 /// What the `--state` file holds.
@@ -401,6 +404,8 @@ impl Machine {
         if (moved || flap_stopped) && !c.flapping && c.state != c.announced {
             let (n, why) = if c.state > c.announced {
                 (fail_after, "failing")
+            } else if c.state == Level::Up {
+                (recover_after, "good")
             } else {
                 (recover_after, "better")
             };
@@ -413,7 +418,11 @@ impl Machine {
                     lvl_name(c.state).to_uppercase()
                 )
             } else {
-                format!("{n} {why} results in a row: {cause}")
+                if n == 1 {
+                    format!("a {why} result: {cause}")
+                } else {
+                    format!("{n} {why} results in a row: {cause}")
+                }
             });
             ev.extra.insert(
                 "previous_for_ms".into(),
@@ -456,6 +465,7 @@ impl Machine {
         for (name, b) in self.beats.iter_mut() {
             let limit = factor * b.interval_ms as i64;
             if !b.stale && now - b.last_ms >= limit {
+                let now = if self.exact { b.last_ms + limit } else { now };
                 b.stale = true;
                 self.dirty = true;
                 let mut ev = Event::new("stale", name);
@@ -478,7 +488,8 @@ impl Machine {
             if self.checks[i].queued == Some(due) {
                 self.checks[i].queued = None;
             }
-            self.fire(i, now, out);
+            let at = if self.exact { due } else { now };
+            self.fire(i, at, out);
             self.schedule(i);
         }
     }

@@ -785,6 +785,8 @@ fn run(mut o: Opts) -> i32 {
             pool.submit(&check, vec![run]);
         }
     }
+    let mut machine = machine;
+    machine.exact = o.replay;
     let mut r = Router {
         opts: o,
         machine,
