@@ -841,7 +841,8 @@ fn invalid_utf8_is_reported_with_its_line_number() {
 fn live_mode_notices_a_check_going_silent_without_any_input() {
     let mut live = Live::start(&["-q"], &[]);
     let mut r = res("w", "up", 0);
-    r["interval_ms"] = json!(200);
+    // pup-sched writes durations as fractional milliseconds.
+    r["interval_ms"] = json!(200.0);
     live.send(&r);
     let start = Instant::now();
     let s = live.wait_for(Duration::from_secs(5), |e| e["type"] == "stale");
@@ -998,4 +999,49 @@ fn usage_errors_exit_2_and_help_documents_every_flag() {
     ] {
         assert!(help.stdout.contains(word), "--help lacks {word}");
     }
+}
+
+#[test]
+fn policy_in_events_overrides_the_command_line() {
+    let mut input = Vec::new();
+    for k in 0..8u64 {
+        let mut r = res("strict", if k < 6 { "down" } else { "up" }, k * 60);
+        // As pup-sched writes them: counts as integers, durations in ms.
+        r["fail_after"] = json!(1);
+        r["recover_after"] = json!(2);
+        r["remind_ms"] = json!(120000.0);
+        input.push(r);
+        input.push(res("lax", "down", k * 60));
+    }
+    let out = route(
+        &["--replay", "-q", "--fail-after", "10", "--remind", "1h"],
+        &lines(&input),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let evs = out.events();
+    let kinds: Vec<String> = evs
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}@{}",
+                e["check"].as_str().unwrap(),
+                e["type"].as_str().unwrap(),
+                e["ts"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let at = |s: u64| res("x", "up", s)["ts"].as_str().unwrap().to_string();
+    assert_eq!(
+        kinds,
+        [
+            format!("strict:down@{}", at(0)),
+            format!("strict:reminder@{}", at(120)),
+            format!("strict:reminder@{}", at(240)),
+            // Still down at 360 s: the first good result is not enough.
+            format!("strict:reminder@{}", at(360)),
+            format!("strict:up@{}", at(420)),
+        ],
+        "lax never reaches --fail-after 10"
+    );
 }

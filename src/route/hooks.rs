@@ -410,7 +410,10 @@ impl Pool {
             return None;
         }
         let start = Instant::now();
-        let outcome = match insecure(&path, self.cfg.my_uid) {
+        let dir = self.cfg.root.join(run.dir);
+        let unsafe_why =
+            insecure(&dir, self.cfg.my_uid).or_else(|| insecure(&path, self.cfg.my_uid));
+        let outcome = match unsafe_why {
             Some(why) => {
                 crate::cli::warn("pup-route", &why);
                 Outcome::Refused(why)

@@ -367,14 +367,58 @@ struct In<'a> {
     status: Option<Status>,
     #[serde(default, borrow)]
     fingerprint: Option<Cow<'a, str>>,
-    #[serde(default)]
-    interval_ms: Option<u64>,
-    #[serde(default)]
-    fail_after: Option<u32>,
-    #[serde(default)]
-    recover_after: Option<u32>,
-    #[serde(default)]
-    remind_ms: Option<u64>,
+    // Numbers are read as f64: pup-sched writes durations as fractional
+    // ms (30000.0), and a policy field of the wrong type must not cost
+    // the whole result (it is ignored instead).
+    #[serde(default, deserialize_with = "lenient")]
+    interval_ms: Option<f64>,
+    #[serde(default, deserialize_with = "lenient")]
+    fail_after: Option<f64>,
+    #[serde(default, deserialize_with = "lenient")]
+    recover_after: Option<f64>,
+    #[serde(default, deserialize_with = "lenient")]
+    remind_ms: Option<f64>,
+}
+
+/// A non-negative finite number, or nothing for anything else.
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct Num;
+    impl<'v> serde::de::Visitor<'v> for Num {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n as f64))
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+            Ok((n >= 0).then_some(n as f64))
+        }
+        fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
+            Ok((n.is_finite() && n >= 0.0).then_some(n))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'v>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'v>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Num)
 }
 
 fn now_ms() -> i64 {
@@ -534,7 +578,8 @@ impl Router {
         let mut derived = std::mem::take(&mut self.derived);
         self.machine.tick(now, &mut derived);
         if ev.kind == "heartbeat" {
-            self.machine.on_heartbeat(&ev.check, ev.interval_ms, now);
+            self.machine
+                .on_heartbeat(&ev.check, ev.interval_ms.map(|x| x.round() as u64), now);
         } else {
             let Some(status) = ev.status else {
                 cli::warn(
@@ -551,10 +596,10 @@ impl Router {
                     check: &ev.check,
                     status,
                     fingerprint: ev.fingerprint.as_deref(),
-                    interval_ms: ev.interval_ms,
-                    fail_after: ev.fail_after,
-                    recover_after: ev.recover_after,
-                    remind_ms: ev.remind_ms,
+                    interval_ms: ev.interval_ms.map(|x| x.round() as u64),
+                    fail_after: ev.fail_after.map(|x| x.min(1e6) as u32),
+                    recover_after: ev.recover_after.map(|x| x.min(1e6) as u32),
+                    remind_ms: ev.remind_ms.map(|x| x.round() as u64),
                     raw: text,
                 },
                 now,
