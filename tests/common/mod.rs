@@ -4,6 +4,8 @@
 //! also when it fails.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
