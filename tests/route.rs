@@ -1045,3 +1045,81 @@ fn policy_in_events_overrides_the_command_line() {
         "lax never reaches --fail-after 10"
     );
 }
+
+#[test]
+fn the_schema_holds_router_events_to_their_fields() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::root().join("schema/event.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let down = json!({"v":1,"type":"down","check":"w","status":"down",
+        "ts":"2026-11-23T20:10:53.123Z","reason":"3 failing results in a row: x",
+        "previous_status":"up","previous_for_ms":1000,"result":res("w","down",0)});
+    validate(&down);
+    let hook_ev = json!({"v":1,"type":"hook","check":"w","ts":"2026-11-23T20:10:53.123Z",
+        "reason":"r","hook":"result/x","event":"result","exit_code":0,"timed_out":false,
+        "ok":true,"stderr":"","duration_ms":1.0,"trigger":res("w","down",0)});
+    validate(&hook_ev);
+    type Breaker = Box<dyn Fn(&mut Value)>;
+    let breakers: Vec<(&str, Breaker)> = vec![
+        (
+            "no result",
+            Box::new(|e| {
+                e.as_object_mut().unwrap().remove("result");
+            }),
+        ),
+        (
+            "result not a result",
+            Box::new(|e| {
+                e["result"] = json!({"v":1});
+            }),
+        ),
+        (
+            "down with status up",
+            Box::new(|e| e["status"] = json!("up")),
+        ),
+        (
+            "up without down_for_ms",
+            Box::new(|e| {
+                e["type"] = json!("up");
+                e["status"] = json!("up");
+            }),
+        ),
+        (
+            "bad previous status",
+            Box::new(|e| e["previous_status"] = json!("sideways")),
+        ),
+        (
+            "reminder without count",
+            Box::new(|e| {
+                e["type"] = json!("reminder");
+                e["down_for_ms"] = json!(5);
+            }),
+        ),
+        (
+            "hook outside the known dirs",
+            Box::new(|e| {
+                *e = json!({"v":1,"type":"hook","check":"w","ts":"2026-11-23T20:10:53.123Z",
+                "reason":"r","hook":"../etc/x","event":"down","exit_code":0,"timed_out":false,
+                "ok":true,"stderr":"","duration_ms":1.0,"trigger":res("w","down",0)});
+            }),
+        ),
+        (
+            "hook run without exit code",
+            Box::new(|e| {
+                *e = json!({"v":1,"type":"hook","check":"w","ts":"2026-11-23T20:10:53.123Z",
+                "reason":"r","hook":"down/x","event":"down","timed_out":false,
+                "ok":true,"stderr":"","duration_ms":1.0,"trigger":res("w","down",0)});
+            }),
+        ),
+    ];
+    for (what, f) in breakers {
+        let mut ev = down.clone();
+        f(&mut ev);
+        assert!(
+            !v.is_valid(&ev),
+            "schema accepted a router event with {what}: {ev}"
+        );
+    }
+}
