@@ -1123,3 +1123,33 @@ fn the_schema_holds_router_events_to_their_fields() {
         );
     }
 }
+
+#[test]
+fn sigterm_finishes_running_hooks_and_saves_the_state() {
+    let tmp = TempDir::new("route-term");
+    let root = tmp.join("hooks");
+    let log = tmp.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    hook(
+        &root,
+        "result",
+        "10-slow",
+        "echo start >> \"$LOGDIR/starts\"\nsleep 1\necho done >> \"$LOGDIR/dones\"",
+    );
+    let state = tmp.join("st");
+    let mut live = Live::start(
+        &[root.to_str().unwrap(), "--state", state.to_str().unwrap()],
+        &[("LOGDIR", log.to_str().unwrap())],
+    );
+    live.send(&res("w", "up", 0));
+    wait_file_lines(&log.join("starts"), 1, Duration::from_secs(10));
+    live.g.signal("TERM");
+    let h = live.wait_for(Duration::from_secs(10), |e| e["type"] == "hook");
+    assert_eq!(h["exit_code"], 0, "the running hook was not cut off: {h}");
+    let st = live.g.child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(saved["checks"][0]["name"], "w");
+    let journal = std::fs::read_to_string(tmp.join("st.journal")).unwrap();
+    assert!(journal.contains("{\"done\":1}"), "{journal}");
+}

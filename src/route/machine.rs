@@ -208,6 +208,23 @@ impl Machine {
         m
     }
 
+    /// After a restart in live mode: silence while the router itself was
+    /// stopped is not the checks' fault, so staleness counts from `now`
+    /// (otherwise every check would go stale at once on start).
+    pub fn restart_clock(&mut self, now: i64) {
+        for i in 0..self.checks.len() {
+            self.checks[i].last_seen_ms = self.checks[i].last_seen_ms.max(now);
+            self.checks[i].queued = None;
+        }
+        for b in self.beats.values_mut() {
+            b.last_ms = b.last_ms.max(now);
+        }
+        self.timer.clear();
+        for i in 0..self.checks.len() {
+            self.schedule(i);
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             v: 1,
@@ -906,6 +923,24 @@ mod tests {
         m.on_heartbeat("pup-sched", Some(1000), T0 + 9500);
         m.tick(T0 + 12_500, &mut out);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_restart_does_not_make_every_check_stale_at_once() {
+        let mut m = Machine::new(Policy::default());
+        feed(&mut m, "w", Status::Up, None, Some(1000), T0);
+        m.on_heartbeat("pup-sched", Some(1000), T0);
+        let mut buf = Vec::new();
+        m.write_snapshot(&mut buf).unwrap();
+        let mut m2 = Machine::restore(Policy::default(), serde_json::from_slice(&buf).unwrap());
+        // Restarted an hour later.
+        let now = T0 + 3_600_000;
+        m2.restart_clock(now);
+        let mut out = Vec::new();
+        m2.tick(now + 2999, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        m2.tick(now + 3000, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
     }
 
     #[test]

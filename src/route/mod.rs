@@ -27,6 +27,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,8 +87,9 @@ HOOKS_DIR/hook-failed/ with the hook event. Hooks that are group- or
 world-writable, or owned by someone other than the running user or root,
 are refused.
 
-Exit status: 0 at the end of the input (after running hooks finish),
-1 on a runtime failure (unreadable input, unwritable state), 2 on bad usage.
+Exit status: 0 at the end of the input or on SIGTERM/SIGINT (after running
+hooks finish and the state is saved), 1 on a runtime failure (unreadable
+input, unwritable state), 2 on bad usage.
 
 Examples:
   pup-sched puptime.conf | pup-route hooks.d/ --state /var/lib/pup/route.state
@@ -700,6 +702,25 @@ fn usage(msg: impl std::fmt::Display) -> ! {
     std::process::exit(Exit::Usage.code());
 }
 
+/// Set by SIGTERM / SIGINT: end as at the end of the input (finish the
+/// hooks that run, save the state) instead of dying mid-run.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn catch_stop_signals() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
 /// A private directory for the events' temporary files.
 fn private_tmp(user: Option<&HookUser>) -> io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -832,6 +853,9 @@ fn run(mut o: Opts) -> i32 {
     }
     let mut machine = machine;
     machine.exact = o.replay;
+    if !o.replay {
+        machine.restart_clock(now_ms());
+    }
     let mut r = Router {
         opts: o,
         machine,
@@ -849,6 +873,7 @@ fn run(mut o: Opts) -> i32 {
         last_save: Instant::now(),
         failed: false,
     };
+    catch_stop_signals();
     let (tx, rx) = mpsc::sync_channel(64);
     std::thread::spawn(move || reader(tx, MAX_LINE));
     let mut flushed = true;
@@ -864,8 +889,15 @@ fn run(mut o: Opts) -> i32 {
                 }
                 Err(TryRecvError::Disconnected) => Msg::Eof,
             }
+        } else if STOP.load(Ordering::Relaxed) {
+            cli::warn(PROG, "stopping on a signal: waiting for running hooks");
+            break;
         } else if r.opts.replay {
-            rx.recv().unwrap_or(Msg::Eof)
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => Msg::Eof,
+            }
         } else {
             // Live: wake up for the next stale check or reminder even when
             // no input comes.
