@@ -176,6 +176,8 @@ pub struct Machine {
     /// Replay: timer events are stamped with the time they fell due (as
     /// they would have fired live), not the time of the next input.
     pub exact: bool,
+    /// See [`Snapshot::journal_seq`]; kept up to date by the caller.
+    pub journal_seq: u64,
 }
 
 /// What the `--state` file holds.
@@ -185,6 +187,10 @@ pub struct Snapshot {
     pub checks: Vec<CheckState>,
     #[serde(default)]
     pub heartbeats: BTreeMap<String, Beat>,
+    /// The last journal record this snapshot includes: check states
+    /// journaled after it are applied on top at the next start.
+    #[serde(default)]
+    pub journal_seq: u64,
 }
 
 impl Machine {
@@ -199,6 +205,7 @@ impl Machine {
     pub fn restore(policy: Policy, snap: Snapshot) -> Machine {
         let mut m = Machine::new(policy);
         m.beats = snap.heartbeats;
+        m.journal_seq = snap.journal_seq;
         for c in snap.checks {
             let i = m.checks.len();
             m.index.insert(c.name.clone().into_boxed_str(), i);
@@ -230,6 +237,7 @@ impl Machine {
             v: 1,
             checks: self.checks.clone(),
             heartbeats: self.beats.clone(),
+            journal_seq: self.journal_seq,
         }
     }
 
@@ -240,6 +248,7 @@ impl Machine {
             v: u32,
             checks: &'a [CheckState],
             heartbeats: &'a BTreeMap<String, Beat>,
+            journal_seq: u64,
         }
         serde_json::to_writer(
             w,
@@ -247,8 +256,28 @@ impl Machine {
                 v: 1,
                 checks: &self.checks,
                 heartbeats: &self.beats,
+                journal_seq: self.journal_seq,
             },
         )
+    }
+
+    /// Puts back a check's state journaled after the last snapshot.
+    pub fn put(&mut self, mut c: CheckState) {
+        c.queued = None;
+        let i = match self.index.get(c.name.as_str()) {
+            Some(&i) => {
+                self.checks[i] = c;
+                i
+            }
+            None => {
+                let i = self.checks.len();
+                self.index.insert(c.name.clone().into_boxed_str(), i);
+                self.checks.push(c);
+                i
+            }
+        };
+        self.dirty = true;
+        self.schedule(i);
     }
 
     pub fn check(&self, name: &str) -> Option<&CheckState> {

@@ -176,7 +176,7 @@ pub fn command() -> Command {
                 .long("state")
                 .value_name("FILE")
                 .value_parser(value_parser!(PathBuf))
-                .help("Keep per-check state in FILE across restarts (written atomically), and a journal of hook runs in FILE.journal so that runs cut off by a crash are redone"),
+                .help("Keep per-check state in FILE across restarts (rewritten atomically at most once a second), with a synced write-ahead journal in FILE.journal of check changes and hook runs: a restart repeats no down, and hook runs cut off by a crash are redone"),
         )
         .arg(
             Arg::new("hook_timeout")
@@ -450,6 +450,8 @@ struct Router {
     /// Hook runs of the current chunk, submitted after journal and state.
     batch: Vec<(String, Vec<Run>)>,
     derived: Vec<Event>,
+    /// Checks with derived events in the current chunk.
+    touched: Vec<String>,
     /// A transition happened since the state was last saved.
     urgent: bool,
     pending_dirty: bool,
@@ -624,6 +626,7 @@ impl Router {
             let line = ev.to_line();
             self.out.line(line.as_bytes(), false);
             self.queue_hooks(&ev.kind, &ev.check, &line);
+            self.touched.push(ev.check.clone());
             self.urgent = true;
         }
         self.derived = derived;
@@ -641,20 +644,34 @@ impl Router {
         self.emit_derived();
     }
 
-    /// End of a chunk: journal the hook runs, save the state, start them.
+    /// End of a chunk: journal the states of the checks that changed and
+    /// the hook runs (synced), save the state file when due, start the
+    /// runs.
     fn commit(&mut self) {
         let mut batch = std::mem::take(&mut self.batch);
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort();
+        touched.dedup();
         if let Some(j) = &self.journal {
-            if let Err(e) = j.record(&mut batch) {
-                cli::warn(PROG, e);
-                self.failed = true;
+            let states: Vec<&machine::CheckState> = touched
+                .iter()
+                .filter_map(|c| self.machine.check(c))
+                .collect();
+            match j.record(&mut batch, &states) {
+                Ok(seq) => self.machine.journal_seq = seq,
+                Err(e) => {
+                    cli::warn(PROG, e);
+                    self.failed = true;
+                }
             }
         }
-        // Transitions are saved at once (a restart must not repeat a
-        // down); other changes (counters, last results) at most once a
-        // second, since the file holds every check.
+        // With a journal, a transition is on disk once journaled, and the
+        // state file (every check) is rewritten at most once a second.
+        // Without one (--dry-run), transitions are saved at once: a
+        // restart must not repeat a down.
         self.pending_dirty |= self.machine.take_dirty();
-        if self.urgent || (self.pending_dirty && self.last_save.elapsed() >= SAVE_EVERY) {
+        let now = self.journal.is_none() && self.urgent;
+        if now || (self.pending_dirty && self.last_save.elapsed() >= SAVE_EVERY) {
             self.save();
         }
         if let Some(pool) = &self.pool {
@@ -669,9 +686,16 @@ impl Router {
         self.pending_dirty = false;
         self.last_save = Instant::now();
         if let Some(p) = &self.opts.state {
-            if let Err(e) = store::save(p, &self.machine) {
-                cli::warn(PROG, e);
-                self.failed = true;
+            match store::save(p, &self.machine) {
+                Ok(()) => {
+                    if let Some(j) = &self.journal {
+                        j.saved(self.machine.journal_seq);
+                    }
+                }
+                Err(e) => {
+                    cli::warn(PROG, e);
+                    self.failed = true;
+                }
             }
         }
     }
@@ -782,7 +806,7 @@ fn run(mut o: Opts) -> i32 {
             );
         }
     }
-    let machine = match &o.state {
+    let mut machine = match &o.state {
         Some(p) => match store::load(p) {
             Ok(Some(snap)) => Machine::restore(o.policy.clone(), snap),
             Ok(None) => Machine::new(o.policy.clone()),
@@ -790,21 +814,42 @@ fn run(mut o: Opts) -> i32 {
         },
         None => Machine::new(o.policy.clone()),
     };
+    let mut journal = None;
+    let mut redo = Vec::new();
+    if let (Some(p), false) = (&o.state, o.dry_run) {
+        let (j, opened) = match store::Journal::open(p) {
+            Ok(v) => v,
+            Err(e) => usage(e),
+        };
+        // Check states journaled after the state file was last written.
+        for (seq, st) in opened.states {
+            if seq > machine.journal_seq {
+                machine.put(st);
+            }
+        }
+        machine.journal_seq = j.last_seq();
+        if !o.replay {
+            machine.restart_clock(now_ms());
+        }
+        // The state file takes in the journal before it is compacted.
+        if let Err(e) = store::save(p, &machine).and_then(|_| {
+            j.saved(machine.journal_seq);
+            j.compact(&opened.runs)
+        }) {
+            cli::warn(PROG, e);
+            return Exit::Runtime.code();
+        }
+        journal = Some(Arc::new(j));
+        redo = opened.runs;
+    }
+    machine.exact = o.replay;
+    if !o.replay && journal.is_none() {
+        machine.restart_clock(now_ms());
+    }
     let out = Arc::new(Out(Mutex::new(BufWriter::with_capacity(
         64 * 1024,
         io::stdout(),
     ))));
-    let mut journal = None;
-    let mut redo = Vec::new();
-    if let (Some(p), false) = (&o.state, o.dry_run) {
-        match store::Journal::open(p) {
-            Ok((j, pending)) => {
-                journal = Some(Arc::new(j));
-                redo = pending;
-            }
-            Err(e) => usage(e),
-        }
-    }
     let mut tmp = None;
     let pool = match &o.hooks_dir {
         Some(root) => {
@@ -851,11 +896,6 @@ fn run(mut o: Opts) -> i32 {
             pool.submit(&check, vec![run]);
         }
     }
-    let mut machine = machine;
-    machine.exact = o.replay;
-    if !o.replay {
-        machine.restart_clock(now_ms());
-    }
     let mut r = Router {
         opts: o,
         machine,
@@ -868,6 +908,7 @@ fn run(mut o: Opts) -> i32 {
         listings: HashMap::new(),
         batch: Vec::new(),
         derived: Vec::new(),
+        touched: Vec::new(),
         urgent: false,
         pending_dirty: false,
         last_save: Instant::now(),

@@ -1,11 +1,17 @@
 //! What survives a restart: the `--state` file (every check's state,
 //! written atomically: temp file, fsync, rename, fsync of the directory)
-//! and its journal of hook runs (`STATE.journal`), where each run is
-//! recorded before it starts and marked done after, so that runs cut off
-//! by a crash are run again on the next start (at least once).
+//! and its journal (`STATE.journal`), a write-ahead log of two things:
+//!
+//! * hook runs, recorded before they start and marked done after, so that
+//!   runs cut off by a crash are run again on the next start (at least
+//!   once);
+//! * the state of each check that just changed (a `down`, say), so that
+//!   a transition is on disk, synced, before its hooks run, without
+//!   rewriting the whole state file (every check) for each one. The next
+//!   start applies those newer than the state file's `journal_seq`.
 
 use super::hooks::{Run, DIRS};
-use super::machine::{Machine, Snapshot};
+use super::machine::{CheckState, Machine, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -86,6 +92,25 @@ enum Entry {
     Done {
         done: u64,
     },
+    State {
+        seq: u64,
+        state: Box<CheckState>,
+    },
+}
+
+#[derive(Serialize)]
+struct StateRef<'a> {
+    seq: u64,
+    state: &'a CheckState,
+}
+
+/// What a journal held when it was opened.
+#[derive(Default)]
+pub struct Opened {
+    /// Runs started and never marked done, in start order.
+    pub runs: Vec<(String, Run)>,
+    /// Check states, in the order written, with their sequence numbers.
+    pub states: Vec<(u64, CheckState)>,
 }
 
 /// The journal of hook runs.
@@ -99,6 +124,8 @@ struct Inner {
     next_id: u64,
     open: usize,
     size: u64,
+    /// The newest record the saved state file includes.
+    saved_seq: u64,
 }
 
 /// Journals grow until every run in them is done and they pass this size;
@@ -106,14 +133,14 @@ struct Inner {
 const COMPACT_AT: u64 = 4 << 20;
 
 impl Journal {
-    /// Opens the journal next to the state file, returning the runs that
-    /// were started and never marked done (check, run), in start order.
-    /// The file is rewritten to hold only those.
-    pub fn open(state: &Path) -> Result<(Journal, Vec<(String, Run)>), String> {
+    /// Opens the journal next to the state file and reads what it holds.
+    /// Call [`Journal::compact`] once the state is saved.
+    pub fn open(state: &Path) -> Result<(Journal, Opened), String> {
         let mut p = state.as_os_str().to_owned();
         p.push(".journal");
         let path = PathBuf::from(p);
         let mut starts: Vec<(u64, String, Run)> = Vec::new();
+        let mut states = Vec::new();
         let mut done = std::collections::HashSet::new();
         let mut max_id = 0;
         match fs::read_to_string(&path) {
@@ -145,6 +172,10 @@ impl Journal {
                         Ok(Entry::Done { done: id }) => {
                             done.insert(id);
                         }
+                        Ok(Entry::State { seq, state }) => {
+                            max_id = max_id.max(seq);
+                            states.push((seq, *state));
+                        }
                         Err(_) => {}
                     }
                 }
@@ -154,13 +185,38 @@ impl Journal {
         }
         starts.retain(|s| !done.contains(&s.0));
         starts.sort_by_key(|s| s.0);
-        // Rewrite with only the unfinished runs, atomically.
-        let tmp = tmp_path(&path);
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode_0600()
+            .open(&path)
+            .map_err(|e| format!("cannot open journal {}: {e}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let j = Journal {
+            path,
+            inner: Mutex::new(Inner {
+                file,
+                next_id: max_id + 1,
+                open: 0,
+                size,
+                saved_seq: 0,
+            }),
+        };
+        let runs = starts.into_iter().map(|(_, c, r)| (c, r)).collect();
+        Ok((j, Opened { runs, states }))
+    }
+
+    /// Rewrites the journal to hold only `runs` (the unfinished runs from
+    /// [`Journal::open`], about to be run again), atomically. Only once
+    /// the state file includes every state record.
+    pub fn compact(&self, runs: &[(String, Run)]) -> Result<(), String> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let tmp = tmp_path(&self.path);
         let mut text = String::new();
-        for (id, check, run) in &starts {
-            text.push_str(&line(*id, check, run));
+        for (check, run) in runs {
+            text.push_str(&line(run.id, check, run));
         }
-        let werr = |e: std::io::Error| format!("cannot write journal {}: {e}", path.display());
+        let werr = |e: std::io::Error| format!("cannot write journal {}: {e}", self.path.display());
         {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -172,27 +228,47 @@ impl Journal {
             f.write_all(text.as_bytes()).map_err(werr)?;
             f.sync_all().map_err(werr)?;
         }
-        fs::rename(&tmp, &path).map_err(werr)?;
-        sync_dir(&path);
-        let file = OpenOptions::new().append(true).open(&path).map_err(werr)?;
-        let open = starts.len();
-        let j = Journal {
-            path,
-            inner: Mutex::new(Inner {
-                file,
-                next_id: max_id + 1,
-                open,
-                size: text.len() as u64,
-            }),
-        };
-        Ok((j, starts.into_iter().map(|(_, c, r)| (c, r)).collect()))
+        fs::rename(&tmp, &self.path).map_err(werr)?;
+        sync_dir(&self.path);
+        g.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(werr)?;
+        g.open = runs.len();
+        g.size = text.len() as u64;
+        Ok(())
     }
 
-    /// Gives each run an id and records them all, synced to disk, before
-    /// any of them is started.
-    pub fn record(&self, batch: &mut [(String, Vec<Run>)]) -> Result<(), String> {
+    /// The newest record's sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).next_id - 1
+    }
+
+    /// The state file now includes every record up to `seq`.
+    pub fn saved(&self, seq: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.saved_seq = g.saved_seq.max(seq);
+    }
+
+    /// Records the states of checks that just changed and gives each run
+    /// an id and records it, all synced to disk before any run starts.
+    /// Returns the newest sequence number.
+    pub fn record(
+        &self,
+        batch: &mut [(String, Vec<Run>)],
+        states: &[&CheckState],
+    ) -> Result<u64, String> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut text = String::new();
+        for st in states {
+            let seq = g.next_id;
+            g.next_id += 1;
+            text.push_str(
+                &serde_json::to_string(&StateRef { seq, state: st })
+                    .expect("check state serialises"),
+            );
+            text.push('\n');
+        }
         for (check, runs) in batch.iter_mut() {
             for r in runs.iter_mut() {
                 r.id = g.next_id;
@@ -201,14 +277,16 @@ impl Journal {
                 text.push_str(&line(r.id, check, r));
             }
         }
+        let last = g.next_id - 1;
         if text.is_empty() {
-            return Ok(());
+            return Ok(last);
         }
         g.size += text.len() as u64;
         g.file
             .write_all(text.as_bytes())
             .and_then(|_| g.file.sync_data())
-            .map_err(|e| format!("cannot write journal {}: {e}", self.path.display()))
+            .map_err(|e| format!("cannot write journal {}: {e}", self.path.display()))?;
+        Ok(last)
     }
 
     /// Marks a run done. Not synced: losing a done mark only means the run
@@ -219,7 +297,11 @@ impl Journal {
         g.size += l.len() as u64;
         let _ = g.file.write_all(l.as_bytes());
         g.open = g.open.saturating_sub(1);
-        if g.open == 0 && g.size > COMPACT_AT && g.file.set_len(0).is_ok() {
+        if g.open == 0
+            && g.size > COMPACT_AT
+            && g.saved_seq + 1 >= g.next_id
+            && g.file.set_len(0).is_ok()
+        {
             g.size = 0;
         }
     }
@@ -240,7 +322,7 @@ fn line(id: u64, check: &str, r: &Run) -> String {
 
 impl super::hooks::Sink for Journal {
     fn record(&self, batch: &mut [(String, Vec<Run>)]) -> Result<(), String> {
-        Journal::record(self, batch)
+        Journal::record(self, batch, &[]).map(|_| ())
     }
     fn done(&self, id: u64) {
         Journal::done(self, id)
@@ -252,30 +334,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unfinished_runs_come_back_once() {
+    fn unfinished_runs_come_back_once_and_states_after_the_snapshot() {
         let dir = std::env::temp_dir().join(format!("pup-journal-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let state = dir.join("state.json");
-        let (j, pending) = Journal::open(&state).unwrap();
-        assert!(pending.is_empty());
+        let (j, o) = Journal::open(&state).unwrap();
+        assert!(o.runs.is_empty() && o.states.is_empty());
+        j.compact(&o.runs).unwrap();
         let mk = |n: &str| Run {
             id: 0,
             dir: "down",
             name: n.into(),
             event: "{\"type\":\"down\"}".into(),
         };
+        let snap: Snapshot = serde_json::from_str(
+            r#"{"v":1,"checks":[{"name":"web","state":"down","announced":"down","announced_since_ms":1,"outage_start_ms":1,"last_seen_ms":1}]}"#,
+        )
+        .unwrap();
+        let st = &snap.checks[0];
         let mut batch = vec![("web".to_string(), vec![mk("a"), mk("b")])];
-        j.record(&mut batch).unwrap();
+        let seq = j.record(&mut batch, &[st]).unwrap();
+        assert_eq!(seq, 3);
         j.done(batch[0].1[0].id);
         drop(j);
-        let (j, pending) = Journal::open(&state).unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].1.name, "b");
-        j.done(pending[0].1.id);
+        let (j, o) = Journal::open(&state).unwrap();
+        assert_eq!(o.runs.len(), 1);
+        assert_eq!(o.runs[0].1.name, "b");
+        assert_eq!(o.states.len(), 1);
+        assert_eq!(o.states[0].0, 1);
+        assert_eq!(o.states[0].1.name, "web");
+        j.compact(&o.runs).unwrap();
+        j.done(o.runs[0].1.id);
         drop(j);
-        let (_, pending) = Journal::open(&state).unwrap();
-        assert!(pending.is_empty());
+        let (_, o) = Journal::open(&state).unwrap();
+        assert!(o.runs.is_empty());
+        assert!(o.states.is_empty(), "compacted away");
         let _ = fs::remove_dir_all(&dir);
     }
 }
