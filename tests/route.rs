@@ -1165,3 +1165,41 @@ fn sigterm_finishes_running_hooks_and_saves_the_state() {
     let journal = std::fs::read_to_string(tmp.join("st.journal")).unwrap();
     assert!(journal.contains("{\"done\":1}"), "{journal}");
 }
+
+#[test]
+fn a_hook_made_writable_after_start_is_refused_at_its_turn() {
+    let tmp = TempDir::new("route-late");
+    let root = tmp.join("hooks");
+    let log = tmp.join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let p = hook(&root, "result", "10-x", "touch \"$LOGDIR/RAN\"");
+    recorder(&root, "hook-failed");
+    let mut live = Live::start(
+        &[root.to_str().unwrap()],
+        &[("LOGDIR", log.to_str().unwrap())],
+    );
+    // Started cleanly and ran it once; now someone loosens the file.
+    live.send(&res("w", "up", 0));
+    let h = live.wait_for(Duration::from_secs(10), |e| e["type"] == "hook");
+    assert_eq!(h["ok"], true, "{h}");
+    std::fs::remove_file(log.join("RAN")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    live.send(&res("w", "up", 1));
+    let h = live.wait_for(Duration::from_secs(10), |e| e["type"] == "hook");
+    assert_eq!(h["ok"], false);
+    assert_eq!(h["exit_code"], Value::Null);
+    let reason = h["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refusing") && reason.contains("writable by anyone"),
+        "{reason}"
+    );
+    let (code, _, err) = live.finish();
+    assert_eq!(code, 0);
+    assert!(err.contains("refusing"), "{err}");
+    assert!(!log.join("RAN").exists(), "the loosened hook ran");
+    assert_eq!(
+        records(&log, "hook_failed").len(),
+        1,
+        "hook-failed ran for it"
+    );
+}

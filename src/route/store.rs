@@ -126,6 +126,8 @@ struct Inner {
     size: u64,
     /// The newest record the saved state file includes.
     saved_seq: u64,
+    /// The newest check-state record (run records need no state file).
+    last_state_seq: u64,
 }
 
 /// Journals grow until every run in them is done and they pass this size;
@@ -200,6 +202,7 @@ impl Journal {
                 open: 0,
                 size,
                 saved_seq: 0,
+                last_state_seq: max_id,
             }),
         };
         let runs = starts.into_iter().map(|(_, c, r)| (c, r)).collect();
@@ -263,6 +266,7 @@ impl Journal {
         for st in states {
             let seq = g.next_id;
             g.next_id += 1;
+            g.last_state_seq = seq;
             text.push_str(
                 &serde_json::to_string(&StateRef { seq, state: st })
                     .expect("check state serialises"),
@@ -299,7 +303,7 @@ impl Journal {
         g.open = g.open.saturating_sub(1);
         if g.open == 0
             && g.size > COMPACT_AT
-            && g.saved_seq + 1 >= g.next_id
+            && g.saved_seq >= g.last_state_seq
             && g.file.set_len(0).is_ok()
         {
             g.size = 0;
