@@ -992,6 +992,14 @@ fn usage_errors_exit_2_and_help_documents_every_flag() {
     let out = common::run(ROUTE, &["--remind", "5"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("needs a unit"), "{}", out.stderr);
+    let out = common::run(ROUTE, &["--flap-low", "60"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("--flap-low must not be above --flap-high"),
+        "{}",
+        out.stderr
+    );
     let help = common::run(ROUTE, &["--help"]);
     assert_eq!(help.code, 0);
     for a in pup::route::command().get_arguments() {

@@ -793,8 +793,12 @@ fn private_tmp(user: Option<&HookUser>) -> io::Result<PathBuf> {
 
 fn run(mut o: Opts) -> i32 {
     let my_uid = unsafe { libc::geteuid() };
-    if o.policy.flap_low > o.policy.flap_high {
-        usage("--flap-low must not be above --flap-high");
+    let (lo, hi) = (o.policy.flap_low, o.policy.flap_high);
+    if !(lo >= 0.0 && hi >= 0.0 && lo.is_finite() && hi.is_finite()) {
+        usage("--flap-low and --flap-high are percentages, 0 or more (see --help)");
+    }
+    if lo > hi {
+        usage("--flap-low must not be above --flap-high (see --help)");
     }
     let user = match &o.hook_user {
         Some(name) => {
