@@ -22,3 +22,4 @@ pub mod ndjson;
 pub mod probe;
 pub mod route;
 pub mod shell;
+pub mod tools;
