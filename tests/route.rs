@@ -373,7 +373,12 @@ fn hooks_run_in_event_order_per_check_and_a_slow_check_delays_no_other() {
     std::fs::create_dir_all(&log).unwrap();
     // Random small sleeps shuffle completion order across checks.
     let body = "sleep 0.0$(( $(od -An -N1 -tu1 /dev/urandom) % 5 ))\n\
-                if [ \"$PUP_CHECK\" = slow ] && mkdir \"$LOGDIR/slept\" 2>/dev/null; then sleep 4; fi\n\
+                if [ \"$PUP_CHECK\" = slow ] && mkdir \"$LOGDIR/slept\" 2>/dev/null; then\n\
+                  for i in $(seq 300); do\n\
+                    [ \"$(cat \"$LOGDIR\"/[abcd] 2>/dev/null | wc -l)\" -ge 48 ] && break\n\
+                    sleep 0.1\n\
+                  done\n\
+                fi\n\
                 echo \"$PUP_EVENT $(jq -r .ts \"$1\")\" >> \"$LOGDIR/$PUP_CHECK\"";
     hook(&root, "down", "10-log", body);
     hook(&root, "up", "10-log", body);
@@ -422,8 +427,8 @@ fn hooks_run_in_event_order_per_check_and_a_slow_check_delays_no_other() {
             .collect();
         assert_eq!(got, want, "check {c}: hooks ran out of order");
     }
-    // The slow check's first hook takes 4 s; every other check's 12 runs
-    // finished before it did.
+    // The slow check's first hook waits (up to 30 s) until the other
+    // checks' 48 runs are logged: they finish only if it holds up no one.
     let hooks = of_type(&evs, "hook");
     let first_slow_done = hooks.iter().position(|h| h["check"] == "slow").unwrap();
     let others_done = hooks.iter().filter(|h| h["check"] != "slow").count();
