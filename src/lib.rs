@@ -20,5 +20,6 @@ pub mod cli;
 pub mod event;
 pub mod ndjson;
 pub mod probe;
+pub mod route;
 pub mod shell;
 pub mod tools;

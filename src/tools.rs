@@ -11,5 +11,6 @@ pub fn commands() -> Vec<Command> {
         probe::command::<Dns>(),
         probe::command::<Http>(),
         probe::command::<Redis>(),
+        crate::route::command(),
     ]
 }
