@@ -22,4 +22,5 @@ pub mod ndjson;
 pub mod probe;
 pub mod route;
 pub mod shell;
+pub mod tls;
 pub mod tools;
