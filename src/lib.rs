@@ -20,4 +20,5 @@ pub mod cli;
 pub mod event;
 pub mod ndjson;
 pub mod probe;
+pub mod sched;
 pub mod shell;

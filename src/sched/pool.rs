@@ -1,0 +1,224 @@
+//! Long-lived probes in stream mode: one `pup-probe-X --stdin -j N`
+//! process per probe program, fed one check per line.
+//!
+//! Starting a process per check costs more CPU than most checks (and a
+//! TLS probe must load the trust store each time); a probe in stream mode
+//! pays that once. A line is the check's own arguments, so the result is
+//! the one the same command gives run by hand; pup-sched only puts
+//! `--timeout` first (so the command's own `--timeout` wins) and `--name`
+//! last (so results can be matched back to the check by name).
+//!
+//! The pool itself is plain data owned by the scheduler thread; a writer
+//! thread per process feeds its stdin (a probe that reads slowly never
+//! blocks the scheduler) and a reader thread turns its stdout into
+//! [`super::run::Msg`]s.
+
+use super::config::CheckDef;
+use super::run::Msg;
+use crate::cli;
+use crate::event::Event;
+use crate::ndjson::{Line, LineReader, MAX_LINE};
+use crate::shell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant};
+
+/// At most one restart of a dead probe per this long, so a probe that
+/// cannot start does not become a fork loop.
+pub const RESTART_EVERY: Duration = Duration::from_secs(1);
+
+/// One probe program's process, if running, and its checks in flight.
+pub struct Pool {
+    pub id: usize,
+    pub program: String,
+    /// Bumped at every start, so messages from a dead process are told
+    /// apart from the current one's.
+    pub gen: u64,
+    pub child: Option<Child>,
+    lines: Option<Sender<String>>,
+    /// Lines written to the current process (stream line numbers).
+    pub line_no: u64,
+    /// Check name → run id, for results.
+    pub by_name: HashMap<String, u64>,
+    /// Line number → run id, for the driver's bad-line results (named
+    /// `stdin:N`).
+    pub by_line: HashMap<u64, u64>,
+    last_start: Option<Instant>,
+}
+
+impl Pool {
+    pub fn new(id: usize, program: &str) -> Pool {
+        Pool {
+            id,
+            program: program.to_string(),
+            gen: 0,
+            child: None,
+            lines: None,
+            line_no: 0,
+            by_name: HashMap::new(),
+            by_line: HashMap::new(),
+            last_start: None,
+        }
+    }
+
+    /// Starts the process unless it runs; `Err` when it cannot start (or
+    /// may not yet restart).
+    pub fn ensure(&mut self, jobs: u32, tx: &Sender<Msg>) -> Result<(), String> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        if let Some(t) = self.last_start {
+            if t.elapsed() < RESTART_EVERY {
+                return Err(format!(
+                    "{} exited and is restarted at most once per {}",
+                    self.program,
+                    cli::format_duration(RESTART_EVERY)
+                ));
+            }
+        }
+        self.last_start = Some(Instant::now());
+        let mut child = Command::new(&self.program)
+            .args(["--stdin", "-j", &jobs.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own group: a terminal's ^C reaches pup-sched only, which
+            // then lets the probe finish what it has in flight.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program))?;
+        self.gen += 1;
+        self.line_no = 0;
+        let (id, gen) = (self.id, self.gen);
+        let stdout = child.stdout.take().expect("piped");
+        let mut stdin = child.stdin.take().expect("piped");
+        let (ltx, lrx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            // Write whatever is queued, then flush once: one write per
+            // burst rather than per line.
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut stdin);
+            while let Ok(first) = lrx.recv() {
+                let mut ok = w.write_all(first.as_bytes()).is_ok();
+                while let (true, Ok(more)) = (ok, lrx.try_recv()) {
+                    ok = w.write_all(more.as_bytes()).is_ok();
+                }
+                if !ok || w.flush().is_err() {
+                    return;
+                }
+            }
+        });
+        let tx = tx.clone();
+        let program = self.program.clone();
+        std::thread::spawn(move || {
+            let mut r = LineReader::new(
+                std::io::BufReader::with_capacity(64 * 1024, stdout),
+                MAX_LINE,
+            );
+            let why = loop {
+                match r.next_line() {
+                    Ok(Some(Line::Text(t))) => {
+                        if t.trim().is_empty() {
+                            continue;
+                        }
+                        match serde_json::from_str::<Event>(t) {
+                            Ok(ev) => {
+                                if tx
+                                    .send(Msg::PoolEvent {
+                                        pool: id,
+                                        gen,
+                                        ev: Box::new(ev),
+                                    })
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(e) => cli::warn(
+                                "pup-sched",
+                                format!("{program} printed a line that is not an event: {e}"),
+                            ),
+                        }
+                    }
+                    Ok(Some(_)) => cli::warn(
+                        "pup-sched",
+                        format!("{program} printed an over-long or non-UTF-8 line; skipped"),
+                    ),
+                    Ok(None) => break "exited".to_string(),
+                    Err(e) => break format!("output could not be read: {e}"),
+                }
+            };
+            let _ = tx.send(Msg::PoolDied { pool: id, gen, why });
+        });
+        self.child = Some(child);
+        self.lines = Some(ltx);
+        Ok(())
+    }
+
+    /// Queues `def` as a line for run `run`.
+    pub fn send(&mut self, def: &CheckDef, run: u64) -> Result<(), String> {
+        let line = stream_line(def);
+        let lines = self.lines.as_ref().ok_or("probe not running")?;
+        lines
+            .send(line)
+            .map_err(|_| format!("{} stopped reading its input", self.program))?;
+        self.line_no += 1;
+        self.by_name.insert(def.name.clone(), run);
+        self.by_line.insert(self.line_no, run);
+        Ok(())
+    }
+
+    /// Forgets run `run` (finished or given up on).
+    pub fn forget(&mut self, name: &str, run: u64) {
+        if self.by_name.get(name) == Some(&run) {
+            self.by_name.remove(name);
+        }
+        self.by_line.retain(|_, r| *r != run);
+    }
+
+    /// Closes the probe's stdin: it finishes what it has and exits.
+    pub fn close(&mut self) {
+        self.lines = None;
+    }
+
+    /// After the process's output ended: kill what is left of its group,
+    /// reap it, and forget its checks (returned: name, run).
+    pub fn died(&mut self) -> Vec<(String, u64)> {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signals the probe's own group, which still exists
+            // (the leader is not reaped until the wait below).
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
+            let _ = c.wait();
+        }
+        self.lines = None;
+        self.by_line.clear();
+        self.by_name.drain().collect()
+    }
+
+    /// Kills the process group now (shutdown after the grace period).
+    pub fn kill(&mut self) {
+        if let Some(c) = &self.child {
+            // SAFETY: as in `died`; the child is not reaped yet.
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The stream line for a check: `--timeout T`, the command's own
+/// arguments (which win over that), then `--name NAME` (which wins over
+/// any `--name` in the command, as results are matched by it).
+pub fn stream_line(def: &CheckDef) -> String {
+    let mut words = vec!["--timeout".to_string(), cli::format_duration(def.timeout)];
+    words.extend(def.command[1..].iter().map(|w| shell::quote(w)));
+    words.push("--name".into());
+    words.push(shell::quote(&def.name));
+    let mut line = words.join(" ");
+    line.push('\n');
+    line
+}
