@@ -157,8 +157,8 @@ impl Pool {
         Ok(())
     }
 
-    /// Queues `def` as a line for run `run`.
-    pub fn send(&mut self, def: &CheckDef, run: u64) -> Result<(), String> {
+    /// Queues `def` as a line for run `run`; returns its line number.
+    pub fn send(&mut self, def: &CheckDef, run: u64) -> Result<u64, String> {
         let line = stream_line(def);
         let lines = self.lines.as_ref().ok_or("probe not running")?;
         lines
@@ -167,15 +167,17 @@ impl Pool {
         self.line_no += 1;
         self.by_name.insert(def.name.clone(), run);
         self.by_line.insert(self.line_no, run);
-        Ok(())
+        Ok(self.line_no)
     }
 
-    /// Forgets run `run` (finished or given up on).
-    pub fn forget(&mut self, name: &str, run: u64) {
+    /// Forgets run `run`, sent as line `line` (finished or given up on).
+    pub fn forget(&mut self, name: &str, run: u64, line: u64) {
         if self.by_name.get(name) == Some(&run) {
             self.by_name.remove(name);
         }
-        self.by_line.retain(|_, r| *r != run);
+        if self.by_line.get(&line) == Some(&run) {
+            self.by_line.remove(&line);
+        }
     }
 
     /// Closes the probe's stdin: it finishes what it has and exits.

@@ -103,9 +103,8 @@ struct InFlight {
     lag: Duration,
     skipped: u64,
     started: SystemTime,
-    /// For stream runs: the pool, and when to give up on the result.
-    pool: Option<usize>,
-    give_up: Option<Instant>,
+    /// For stream runs: the pool and the line it was sent as.
+    pool: Option<(usize, u64)>,
     /// For one-process runs: its process group.
     group: Option<Group>,
 }
@@ -173,6 +172,8 @@ struct Sched {
     index: HashMap<String, usize>,
     queue: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     inflight: HashMap<u64, InFlight>,
+    /// When to stop waiting for a stream run's result.
+    give_up: BinaryHeap<Reverse<(Instant, u64)>>,
     next_run: u64,
     pools: Vec<Pool>,
     pool_index: HashMap<String, usize>,
@@ -206,6 +207,7 @@ pub fn run(path: PathBuf, checks: Vec<CheckDef>, opts: Opts) -> i32 {
         index: HashMap::new(),
         queue: BinaryHeap::new(),
         inflight: HashMap::new(),
+        give_up: BinaryHeap::new(),
         next_run: 0,
         pools: Vec::new(),
         pool_index: HashMap::new(),
@@ -386,7 +388,6 @@ impl Sched {
             skipped,
             started: SystemTime::now(),
             pool: None,
-            give_up: None,
             group: None,
         };
         if self.opts.stream && def.is_stream_probe() {
@@ -396,9 +397,10 @@ impl Sched {
                 .ensure(self.opts.probe_jobs, &self.tx)
                 .and_then(|_| pool.send(&def, run));
             match sent {
-                Ok(()) => {
-                    fl.pool = Some(p);
-                    fl.give_up = Some(now + def.timeout + STREAM_GRACE);
+                Ok(line) => {
+                    fl.pool = Some((p, line));
+                    self.give_up
+                        .push(Reverse((now + def.timeout + STREAM_GRACE, run)));
                     self.inflight.insert(run, fl);
                 }
                 Err(why) => {
@@ -472,7 +474,8 @@ impl Sched {
                     Some(run) => {
                         if let Some(fl) = self.inflight.get(&run) {
                             let name = fl.def.name.clone();
-                            self.pools[pool].forget(&name, run);
+                            let line = fl.pool.map_or(0, |p| p.1);
+                            self.pools[pool].forget(&name, run, line);
                         }
                         self.finish(run, vec![*ev]);
                     }
@@ -522,17 +525,17 @@ impl Sched {
 
     /// Stream runs whose result is overdue: reported as timed out.
     fn give_up_late(&mut self, now: Instant) {
-        let overdue: Vec<u64> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.give_up.is_some_and(|g| g <= now))
-            .map(|(r, _)| *r)
-            .collect();
-        for run in overdue {
-            let fl = &self.inflight[&run];
+        while let Some(&Reverse((at, run))) = self.give_up.peek() {
+            if at > now {
+                break;
+            }
+            self.give_up.pop();
+            let Some(fl) = self.inflight.get(&run) else {
+                continue;
+            };
             let def = fl.def.clone();
-            if let Some(p) = fl.pool {
-                self.pools[p].forget(&def.name, run);
+            if let Some((p, line)) = fl.pool {
+                self.pools[p].forget(&def.name, run, line);
             }
             let ev = exec::synthetic(
                 &def,
