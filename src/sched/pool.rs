@@ -20,7 +20,7 @@ use crate::event::Event;
 use crate::ndjson::{Line, LineReader, MAX_LINE};
 use crate::shell;
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Sender};
@@ -113,8 +113,9 @@ impl Pool {
         let tx = tx.clone();
         let program = self.program.clone();
         std::thread::spawn(move || {
+            let paced = Paced(stdout);
             let mut r = LineReader::new(
-                std::io::BufReader::with_capacity(64 * 1024, stdout),
+                std::io::BufReader::with_capacity(256 * 1024, paced),
                 MAX_LINE,
             );
             let why = loop {
@@ -209,6 +210,22 @@ impl Pool {
                 libc::kill(-(c.id() as i32), libc::SIGKILL);
             }
         }
+    }
+}
+
+/// A probe's stdout, read at most once per [`READ_PACE`]: each read then
+/// takes every result printed meanwhile, instead of one wake-up and one
+/// read per result. Results are delayed by at most that much; their own
+/// times come from the probe.
+struct Paced(std::process::ChildStdout);
+
+/// See [`Paced`].
+const READ_PACE: Duration = Duration::from_millis(10);
+
+impl Read for Paced {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(READ_PACE);
+        self.0.read(buf)
     }
 }
 

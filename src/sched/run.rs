@@ -23,12 +23,21 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{
+    self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the loop sleeps at most, so that signal flags are seen soon.
 const TICK: Duration = Duration::from_millis(50);
+
+/// The loop wakes at most once per this long: under load, every wake-up
+/// starts all checks due by then and handles all results that came in, in
+/// one batch, instead of one thread wake-up per check and per result
+/// (which cost more CPU than the rest of the scheduling). It bounds the
+/// lag this adds; an idle scheduler still wakes exactly at the due time.
+const QUANTUM: Duration = Duration::from_millis(10);
 
 /// A stream probe gets this long past a check's timeout before pup-sched
 /// gives up on the result (the driver's own backstop is 250 ms).
@@ -327,22 +336,23 @@ impl Sched {
                     next_hb = now + self.opts.heartbeat;
                 }
             }
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Exit::Runtime.code(),
+                }
+            }
             self.give_up_late(now);
             let mut until = (now + TICK).min(next_hb);
             if let Some(Reverse((at, _, _))) = self.queue.peek() {
                 until = until.min(*at);
             }
-            let wait = until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(m) => {
-                    self.handle(m);
-                    while let Ok(m) = rx.try_recv() {
-                        self.handle(m);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Exit::Runtime.code(),
+            if let Some(Reverse((at, _))) = self.give_up.peek() {
+                until = until.min(*at);
             }
+            let until = until.max(now + QUANTUM);
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -472,12 +482,18 @@ impl Sched {
                 };
                 match run {
                     Some(run) => {
+                        let mut ev = *ev;
                         if let Some(fl) = self.inflight.get(&run) {
                             let name = fl.def.name.clone();
                             let line = fl.pool.map_or(0, |p| p.1);
                             self.pools[pool].forget(&name, run, line);
+                            if ev.check.starts_with("stdin:") {
+                                // The driver shows the stream line; the
+                                // user wrote the command.
+                                ev.target = Some(fl.def.command_line());
+                            }
                         }
-                        self.finish(run, vec![*ev]);
+                        self.finish(run, vec![ev]);
                     }
                     // A result after pup-sched gave up on it, or a second
                     // result for one line (several targets): counted.
