@@ -22,3 +22,4 @@ pub mod ndjson;
 pub mod probe;
 pub mod sched;
 pub mod shell;
+pub mod tools;

@@ -14,6 +14,8 @@
 //! given one-shot, and the command line's flags act as defaults for every
 //! line (a line's own flag wins).
 
+pub mod dns;
+
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Event, Status};
 use crate::ndjson::{Line, LineReader, LineWriter, MAX_LINE};
@@ -259,7 +261,11 @@ pub fn command<P: Probe>() -> Command {
         // A flag given twice takes the last value: a stream line's flags
         // override the command line's.
         .args_override_self(true);
+    // The derived `augment_args` sets `about` from the Args structs' doc
+    // comments ("The flags every probe has"): set the probe's own last.
     Common::augment_args(P::Args::augment_args(cmd))
+        .about(P::ABOUT)
+        .long_about(None)
 }
 
 /// One check ready for a worker.

@@ -4,6 +4,10 @@
 //! also when it fails.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+pub mod recorder;
+pub mod smtp;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
