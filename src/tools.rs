@@ -7,5 +7,5 @@ use clap::Command;
 /// Every binary's full command definition, in the order the docs list them.
 pub fn commands() -> Vec<Command> {
     use crate::probe::{self, dns::Dns};
-    vec![probe::command::<Dns>()]
+    vec![probe::command::<Dns>(), crate::sched::command()]
 }

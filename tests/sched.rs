@@ -699,3 +699,135 @@ fn help_is_complete() {
     assert_eq!(r.code, 2);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
+
+// ------------------------------------------------- stream-fed probes
+
+/// The fields that say what a probe saw. Timings and times differ from
+/// run to run, and so does `details` (dnsmasq rotates the order of the
+/// answers it gives; the compared answer set is in `assertions`).
+fn verdict(v: &Value) -> Value {
+    let mut o = serde_json::Map::new();
+    for k in [
+        "probe",
+        "target",
+        "status",
+        "reason",
+        "error",
+        "assertions",
+        "fingerprint",
+        "tags",
+    ] {
+        o.insert(k.into(), v[k].clone());
+    }
+    Value::Object(o)
+}
+
+/// Runs `checks` (name, probe args) through pup-sched, fed to one
+/// long-lived probe, and through `--no-stream` (one process per check),
+/// and each line by hand; all three must give the same verdicts.
+fn stream_matches_by_hand(probe: &str, checks: &[(&str, Vec<String>)]) {
+    let d = TempDir::new("sched-stream");
+    let mut conf = String::new();
+    for (name, args) in checks {
+        let words: Vec<String> = std::iter::once(probe.to_string())
+            .chain(args.iter().cloned())
+            .map(|w| pup::shell::quote(&w))
+            .collect();
+        conf.push_str(&format!("{name} 1s timeout=900ms {}\n", words.join(" ")));
+    }
+    let path = write(&d, "p.conf", &conf);
+    let mut by_mode = Vec::new();
+    for mode in [
+        &["--heartbeat", "300ms"][..],
+        &["--heartbeat", "300ms", "--no-stream"][..],
+    ] {
+        let mut args = mode.to_vec();
+        args.push(&path);
+        let s = Running::start(&args, &[]);
+        let mut got = std::collections::BTreeMap::new();
+        let mut probes_seen = 0;
+        for v in s.until(checks.len(), Duration::from_secs(10), |v| {
+            v["type"] == "result"
+        }) {
+            if v["type"] == "heartbeat" {
+                probes_seen = probes_seen.max(v["probes"].as_u64().unwrap());
+            } else {
+                got.entry(v["check"].as_str().unwrap().to_string())
+                    .or_insert(v);
+            }
+        }
+        // One more heartbeat, to see the long-lived probe process.
+        for v in s.until(1, Duration::from_secs(5), |v| v["type"] == "heartbeat") {
+            if v["type"] == "heartbeat" {
+                probes_seen = probes_seen.max(v["probes"].as_u64().unwrap());
+            }
+        }
+        let streamed = !mode.contains(&"--no-stream");
+        assert_eq!(
+            probes_seen,
+            u64::from(streamed),
+            "long-lived probes in {mode:?}"
+        );
+        let (code, _, stderr) = s.stop(Duration::from_secs(5));
+        assert_eq!(code, 0, "{stderr}");
+        by_mode.push(got);
+    }
+    for (name, args) in checks {
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.extend(["--timeout", "900ms"]);
+        let by_hand = common::run(probe, &a).event();
+        let want = verdict(&by_hand);
+        for got in &by_mode {
+            let ev = got
+                .get(*name)
+                .unwrap_or_else(|| panic!("no result for {name}: {got:?}"));
+            assert_eq!(verdict(ev), want, "check {name}: scheduled vs by hand");
+            assert_eq!(ev["check"], *name);
+        }
+    }
+}
+
+#[test]
+fn stream_fed_dns_probe_gives_the_same_results_as_by_hand() {
+    use common::dnsmasq::Dnsmasq;
+    let dns = Dnsmasq::start(&[
+        "--host-record=www.pup.test,192.0.2.1",
+        "--host-record=two.pup.test,192.0.2.2",
+        "--host-record=two.pup.test,192.0.2.3",
+    ]);
+    let server = dns.server();
+    let a = |v: &[&str]| -> Vec<String> {
+        let mut w: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        w.extend(["--server".to_string(), server.clone()]);
+        w
+    };
+    stream_matches_by_hand(
+        bin!("pup-probe-dns"),
+        &[
+            ("ok", a(&["www.pup.test", "A", "--expect", "192.0.2.1"])),
+            (
+                "set",
+                a(&[
+                    "two.pup.test",
+                    "--expect",
+                    "192.0.2.3",
+                    "--expect",
+                    "192.0.2.2",
+                    "--authoritative",
+                ]),
+            ),
+            ("wrong", a(&["www.pup.test", "--expect", "192.0.2.99"])),
+            ("nx", a(&["gone.pup.test"])),
+            (
+                "quoted",
+                a(&[
+                    "www.pup.test",
+                    "--expect-any",
+                    "192.0.2.1",
+                    "--tag",
+                    "note=two words",
+                ]),
+            ),
+        ],
+    );
+}
