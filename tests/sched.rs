@@ -831,3 +831,43 @@ fn stream_fed_dns_probe_gives_the_same_results_as_by_hand() {
         ],
     );
 }
+
+#[test]
+fn output_is_capped_and_jitter_delays_within_its_bound() {
+    let d = TempDir::new("sched-cap");
+    let dummy = plugin("check_dummy");
+    let path = write(
+        &d,
+        "p.conf",
+        &format!(
+            "big 1s sh -c 'head -c 300000 /dev/zero | tr \"\\\\0\" x; echo; echo second'\n\
+             jit 400ms jitter=300ms {dummy} 0 j\n\
+             noprobe 1s /nonexistent/pup-probe-nothing x\n"
+        ),
+    );
+    let off = |name: &str| pup::sched::offset(name, Duration::from_millis(400)).as_millis();
+    let s = Running::start(&["--heartbeat", "1h", "--max-output", "1KiB", &path], &[]);
+    let r = &s.results("big", 1, Duration::from_secs(5))[0];
+    assert_eq!(r["details"]["truncated"], true, "{r}");
+    assert_eq!(r["reason"].as_str().unwrap().len(), 1024);
+    assert!(r["details"].get("long_output").is_none());
+    let rs = s.results("jit", 4, Duration::from_secs(5));
+    let delays: Vec<u128> = rs
+        .iter()
+        .map(|r| (unix_ms(r["scheduled_at"].as_str().unwrap()) + 400 - off("jit")) % 400)
+        .collect();
+    assert!(delays.iter().all(|&d| d <= 301), "{delays:?}");
+    assert!(
+        delays.iter().any(|&d| d > 2),
+        "no jitter at all: {delays:?}"
+    );
+    let rs = s.results("noprobe", 2, Duration::from_secs(5));
+    for r in rs {
+        assert_eq!(r["error"]["kind"], "exec_failed");
+        assert_eq!(
+            r["reason"],
+            "cannot run /nonexistent/pup-probe-nothing: No such file or directory (os error 2)"
+        );
+    }
+    s.stop(Duration::from_secs(5));
+}

@@ -47,6 +47,8 @@ pub struct Pool {
     /// `stdin:N`).
     pub by_line: HashMap<u64, u64>,
     last_start: Option<Instant>,
+    /// Why the last start failed, repeated until the next attempt.
+    last_error: Option<String>,
 }
 
 impl Pool {
@@ -61,6 +63,7 @@ impl Pool {
             by_name: HashMap::new(),
             by_line: HashMap::new(),
             last_start: None,
+            last_error: None,
         }
     }
 
@@ -72,15 +75,17 @@ impl Pool {
         }
         if let Some(t) = self.last_start {
             if t.elapsed() < RESTART_EVERY {
-                return Err(format!(
-                    "{} exited and is restarted at most once per {}",
-                    self.program,
-                    cli::format_duration(RESTART_EVERY)
-                ));
+                return Err(self.last_error.clone().unwrap_or_else(|| {
+                    format!(
+                        "{} exited and is restarted at most once per {}",
+                        self.program,
+                        cli::format_duration(RESTART_EVERY)
+                    )
+                }));
             }
         }
         self.last_start = Some(Instant::now());
-        let mut child = Command::new(&self.program)
+        let spawned = Command::new(&self.program)
             .args(["--stdin", "-j", &jobs.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -89,7 +94,9 @@ impl Pool {
             // then lets the probe finish what it has in flight.
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.program))?;
+            .map_err(|e| format!("cannot run {}: {e}", self.program));
+        self.last_error = spawned.as_ref().err().cloned();
+        let mut child = spawned?;
         self.gen += 1;
         self.line_no = 0;
         let (id, gen) = (self.id, self.gen);
