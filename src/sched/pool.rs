@@ -49,6 +49,8 @@ pub struct Pool {
     last_start: Option<Instant>,
     /// Why the last start failed, repeated until the next attempt.
     last_error: Option<String>,
+    /// Lines of this scheduler pass, not yet handed to the writer.
+    pending: String,
 }
 
 impl Pool {
@@ -64,6 +66,7 @@ impl Pool {
             by_line: HashMap::new(),
             last_start: None,
             last_error: None,
+            pending: String::new(),
         }
     }
 
@@ -167,11 +170,10 @@ impl Pool {
 
     /// Queues `def` as a line for run `run`; returns its line number.
     pub fn send(&mut self, def: &CheckDef, run: u64) -> Result<u64, String> {
-        let line = stream_line(def);
-        let lines = self.lines.as_ref().ok_or("probe not running")?;
-        lines
-            .send(line)
-            .map_err(|_| format!("{} stopped reading its input", self.program))?;
+        if self.lines.is_none() {
+            return Err("probe not running".into());
+        }
+        self.pending.push_str(&stream_line(def));
         self.line_no += 1;
         self.by_name.insert(def.name.clone(), run);
         self.by_line.insert(self.line_no, run);
@@ -188,8 +190,22 @@ impl Pool {
         }
     }
 
+    /// Hands the lines queued in this pass to the writer thread. A
+    /// writer that has gone means the probe is dying; its reader reports
+    /// that.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        if let Some(l) = &self.lines {
+            let _ = l.send(batch);
+        }
+    }
+
     /// Closes the probe's stdin: it finishes what it has and exits.
     pub fn close(&mut self) {
+        self.flush();
         self.lines = None;
     }
 
@@ -205,6 +221,7 @@ impl Pool {
             let _ = c.wait();
         }
         self.lines = None;
+        self.pending.clear();
         self.by_line.clear();
         self.by_name.drain().collect()
     }

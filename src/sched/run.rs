@@ -22,10 +22,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{
-    self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError,
-};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,9 +41,13 @@ const QUANTUM: Duration = Duration::from_millis(10);
 /// gives up on the result (the driver's own backstop is 250 ms).
 const STREAM_GRACE: Duration = Duration::from_secs(1);
 
-/// Events queued for stdout before new ones are dropped (and counted in
-/// heartbeats) rather than stalling the schedule on a stuck reader.
-const OUT_QUEUE: usize = 100_000;
+/// Bytes of events queued for stdout before new ones are dropped (and
+/// counted in heartbeats) rather than stalling the schedule on a stuck
+/// reader.
+const OUT_QUEUE_BYTES: usize = 16 << 20;
+
+/// Bytes handed to the stdout writer and not yet written.
+static OUT_QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 static HUP: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -187,7 +189,10 @@ struct Sched {
     pools: Vec<Pool>,
     pool_index: HashMap<String, usize>,
     tx: Sender<Msg>,
-    out: SyncSender<String>,
+    out: Sender<String>,
+    /// Event lines of this pass, handed to the writer in one go.
+    out_batch: String,
+    out_batch_n: u64,
     // Counters for heartbeats.
     started: u64,
     skipped: u64,
@@ -200,7 +205,7 @@ struct Sched {
 pub fn run(path: PathBuf, checks: Vec<CheckDef>, opts: Opts) -> i32 {
     install_signals();
     let (tx, rx) = mpsc::channel();
-    let (out, out_rx) = mpsc::sync_channel::<String>(OUT_QUEUE);
+    let (out, out_rx) = mpsc::channel::<String>();
     let writer = std::thread::spawn(move || write_stdout(out_rx));
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -222,6 +227,8 @@ pub fn run(path: PathBuf, checks: Vec<CheckDef>, opts: Opts) -> i32 {
         pool_index: HashMap::new(),
         tx,
         out,
+        out_batch: String::new(),
+        out_batch_n: 0,
         started: 0,
         skipped: 0,
         lag_max: Duration::ZERO,
@@ -242,9 +249,13 @@ fn write_stdout(rx: Receiver<String>) {
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, so.lock());
     while let Ok(first) = rx.recv() {
         let mut r = w.write_all(first.as_bytes());
+        OUT_QUEUED.fetch_sub(first.len(), Ordering::SeqCst);
         while r.is_ok() {
             match rx.try_recv() {
-                Ok(more) => r = w.write_all(more.as_bytes()),
+                Ok(more) => {
+                    r = w.write_all(more.as_bytes());
+                    OUT_QUEUED.fetch_sub(more.len(), Ordering::SeqCst);
+                }
                 Err(_) => break,
             }
         }
@@ -260,12 +271,29 @@ fn write_stdout(rx: Receiver<String>) {
 
 impl Sched {
     fn emit(&mut self, ev: &Event) {
-        let mut line = ev.to_line();
-        line.push('\n');
-        match self.out.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped += 1,
-            Err(TrySendError::Disconnected(_)) => STDOUT_GONE.store(true, Ordering::SeqCst),
+        self.out_batch.push_str(&ev.to_line());
+        self.out_batch.push('\n');
+        self.out_batch_n += 1;
+    }
+
+    /// Hands this pass's events to the writer and its lines to each probe:
+    /// one wake-up of each thread per pass.
+    fn flush(&mut self) {
+        for p in &mut self.pools {
+            p.flush();
+        }
+        if self.out_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.out_batch);
+        let n = std::mem::take(&mut self.out_batch_n);
+        if OUT_QUEUED.load(Ordering::SeqCst) + batch.len() > OUT_QUEUE_BYTES {
+            self.dropped += n;
+            return;
+        }
+        OUT_QUEUED.fetch_add(batch.len(), Ordering::SeqCst);
+        if self.out.send(batch).is_err() {
+            STDOUT_GONE.store(true, Ordering::SeqCst);
         }
     }
 
@@ -351,6 +379,7 @@ impl Sched {
             if let Some(Reverse((at, _))) = self.give_up.peek() {
                 until = until.min(*at);
             }
+            self.flush();
             let until = until.max(now + QUANTUM);
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
         }
@@ -671,12 +700,14 @@ impl Sched {
                 break;
             }
             self.give_up_late(now);
+            self.flush();
             match rx.recv_timeout((end - now).min(TICK)) {
                 Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        self.flush();
         self.kill_all();
         Exit::Ok.code()
     }
