@@ -6,6 +6,10 @@ use clap::Command;
 
 /// Every binary's full command definition, in the order the docs list them.
 pub fn commands() -> Vec<Command> {
-    use crate::probe::{self, dns::Dns};
-    vec![probe::command::<Dns>(), crate::sched::command()]
+    use crate::probe::{self, dns::Dns, redis::Redis};
+    vec![
+        probe::command::<Dns>(),
+        probe::command::<Redis>(),
+        crate::sched::command(),
+    ]
 }

@@ -15,6 +15,7 @@
 //! line (a line's own flag wins).
 
 pub mod dns;
+pub mod redis;
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Event, Status};

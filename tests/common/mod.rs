@@ -6,6 +6,7 @@
 
 pub mod dnsmasq;
 pub mod recorder;
+pub mod redis_server;
 pub mod smtp;
 
 use serde_json::Value;
