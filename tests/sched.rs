@@ -871,3 +871,25 @@ fn output_is_capped_and_jitter_delays_within_its_bound() {
     }
     s.stop(Duration::from_secs(5));
 }
+
+#[test]
+fn stream_fed_redis_probe_gives_the_same_results_as_by_hand() {
+    use common::redis_server::RedisServer;
+    let r = RedisServer::start(&[]);
+    let url = r.url();
+    let closed = format!("redis://127.0.0.1:{}", common::free_port());
+    stream_matches_by_hand(
+        bin!("pup-probe-redis"),
+        &[
+            (
+                "master",
+                vec![url.clone(), "--role".into(), "master".into()],
+            ),
+            (
+                "wrong-role",
+                vec![url.clone(), "--role".into(), "replica".into()],
+            ),
+            ("refused", vec![closed]),
+        ],
+    );
+}
