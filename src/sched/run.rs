@@ -416,7 +416,9 @@ impl Sched {
         self.next_run += 1;
         st.running = Some(run);
         let skipped = std::mem::take(&mut st.skipped);
-        let lag = now.saturating_duration_since(planned);
+        // Measured now, not at the start of the pass: this is when the
+        // command is handed over.
+        let lag = Instant::now().saturating_duration_since(planned);
         self.lag_max = self.lag_max.max(lag);
         self.started += 1;
         let mut fl = InFlight {
