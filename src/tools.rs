@@ -6,9 +6,10 @@ use clap::Command;
 
 /// Every binary's full command definition, in the order the docs list them.
 pub fn commands() -> Vec<Command> {
-    use crate::probe::{self, dns::Dns, redis::Redis};
+    use crate::probe::{self, dns::Dns, http::Http, redis::Redis};
     vec![
         probe::command::<Dns>(),
+        probe::command::<Http>(),
         probe::command::<Redis>(),
         crate::sched::command(),
     ]

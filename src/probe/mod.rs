@@ -15,6 +15,7 @@
 //! line (a line's own flag wins).
 
 pub mod dns;
+pub mod http;
 pub mod redis;
 
 use crate::cli;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod http_server;
 pub mod recorder;
 pub mod redis_server;
 pub mod smtp;

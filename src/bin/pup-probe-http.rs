@@ -1,0 +1,3 @@
+fn main() {
+    pup::probe::main::<pup::probe::http::Http>()
+}
