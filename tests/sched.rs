@@ -893,3 +893,39 @@ fn stream_fed_redis_probe_gives_the_same_results_as_by_hand() {
         ],
     );
 }
+
+#[test]
+fn stream_fed_http_probe_gives_the_same_results_as_by_hand() {
+    use common::http_server::{Response, Server};
+    let srv = Server::http(|req| match req.path.as_str() {
+        "/ok" => Response::ok("Welcome home"),
+        "/moved" => Response::redirect(301, "/ok"),
+        "/gone" => Response::new(404, "not here"),
+        _ => Response::ok("something else"),
+    });
+    let closed = format!("http://127.0.0.1:{}/", common::free_port());
+    let w = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+    stream_matches_by_hand(
+        bin!("pup-probe-http"),
+        &[
+            ("ok", w(&[&srv.url("/ok"), "--contains", "Welcome"])),
+            (
+                "words",
+                w(&[
+                    &srv.url("/ok"),
+                    "--contains",
+                    "Welcome home",
+                    "--tag",
+                    "k=a b",
+                ]),
+            ),
+            (
+                "wrong-body",
+                w(&[&srv.url("/other"), "--contains", "Welcome"]),
+            ),
+            ("gone", w(&[&srv.url("/gone")])),
+            ("moved", w(&[&srv.url("/moved")])),
+            ("refused", w(&[&closed])),
+        ],
+    );
+}
