@@ -254,14 +254,55 @@ impl Read for Paced {
 }
 
 /// The stream line for a check: `--timeout T`, the command's own
-/// arguments (which win over that), then `--name NAME` (which wins over
-/// any `--name` in the command, as results are matched by it).
+/// arguments (which win over that), the config's tags as `--tag`, then
+/// `--name NAME` (which wins over any `--name` in the command, as results
+/// are matched by it).
 pub fn stream_line(def: &CheckDef) -> String {
     let mut words = vec!["--timeout".to_string(), cli::format_duration(def.timeout)];
     words.extend(def.command[1..].iter().map(|w| shell::quote(w)));
+    // The config's tags also reach the probe (pup-sched adds them to the
+    // result again anyway, so a probe that drops them loses nothing).
+    for (k, v) in &def.tags {
+        words.push("--tag".into());
+        words.push(shell::quote(&format!("{k}={v}")));
+    }
     words.push("--name".into());
     words.push(shell::quote(&def.name));
     let mut line = words.join(" ");
     line.push('\n');
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_line_reads_back_as_the_command_with_timeout_tags_and_name() {
+        let mut def = crate::sched::config::parse_str(
+            "t",
+            "my\\ check 10s timeout=3s tag.team='a b' pup-probe-http 'http://x/?a b' --name other\n",
+            &|_| None,
+        )
+        .unwrap()
+        .remove(0);
+        let line = stream_line(&def);
+        assert!(line.ends_with('\n'));
+        assert_eq!(
+            shell::split(&line).unwrap(),
+            [
+                "--timeout",
+                "3s",
+                "http://x/?a b",
+                "--name",
+                "other",
+                "--tag",
+                "team=a b",
+                "--name",
+                "my check"
+            ]
+        );
+        def.tags.clear();
+        assert!(!stream_line(&def).contains("--tag"));
+    }
 }
