@@ -929,3 +929,38 @@ fn stream_fed_http_probe_gives_the_same_results_as_by_hand() {
         ],
     );
 }
+
+#[test]
+fn check_http_perfdata_against_the_test_server() {
+    use common::http_server::{Response, Server};
+    let srv = Server::http(|req| match req.path.as_str() {
+        "/ok" => Response::ok("Welcome home"),
+        _ => Response::new(500, "broken"),
+    });
+    let d = TempDir::new("sched-check-http");
+    let http = plugin("check_http");
+    let port = srv.port().to_string();
+    let path = write(
+        &d,
+        "p.conf",
+        &format!(
+            "web 500ms {http} -H 127.0.0.1 -p {port} -u /ok -s Welcome\n\
+             err 500ms {http} -H 127.0.0.1 -p {port} -u /bad\n"
+        ),
+    );
+    let s = Running::start(&["--heartbeat", "1h", &path], &[]);
+    let r = &s.results("web", 1, Duration::from_secs(5))[0];
+    assert_eq!(r["status"], "up", "{r}");
+    assert!(r["reason"].as_str().unwrap().starts_with("HTTP OK"), "{r}");
+    let perf = r["details"]["perfdata"].as_array().unwrap();
+    let labels: Vec<&str> = perf.iter().map(|p| p["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["time", "size"], "{r}");
+    assert_eq!(perf[0]["uom"], "s");
+    assert_eq!(perf[1]["uom"], "B");
+    assert!(perf[1]["value"].as_f64().unwrap() > 0.0);
+    let r = &s.results("err", 1, Duration::from_secs(5))[0];
+    assert_eq!(r["status"], "down", "{r}");
+    assert_eq!(r["error"]["kind"], "nagios_critical");
+    assert!(r["reason"].as_str().unwrap().contains("500"), "{r}");
+    s.stop(Duration::from_secs(5));
+}
