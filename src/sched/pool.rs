@@ -123,7 +123,10 @@ impl Pool {
         let tx = tx.clone();
         let program = self.program.clone();
         std::thread::spawn(move || {
-            let paced = Paced(stdout);
+            let paced = Paced {
+                out: stdout,
+                last: None,
+            };
             let mut r = LineReader::new(
                 std::io::BufReader::with_capacity(256 * 1024, paced),
                 MAX_LINE,
@@ -237,19 +240,30 @@ impl Pool {
     }
 }
 
-/// A probe's stdout, read at most once per [`READ_PACE`]: each read then
-/// takes every result printed meanwhile, instead of one wake-up and one
-/// read per result. Results are delayed by at most that much; their own
-/// times come from the probe.
-struct Paced(std::process::ChildStdout);
+/// A probe's stdout, read at most once per [`READ_PACE`]: under load each
+/// read then takes every result printed meanwhile, instead of one wake-up
+/// and one read per result; when idle, a read just waits for the next
+/// line. Results are delayed by at most that much; their own times come
+/// from the probe.
+struct Paced {
+    out: std::process::ChildStdout,
+    last: Option<Instant>,
+}
 
 /// See [`Paced`].
 const READ_PACE: Duration = Duration::from_millis(10);
 
 impl Read for Paced {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::thread::sleep(READ_PACE);
-        self.0.read(buf)
+        if let Some(t) = self.last {
+            let since = t.elapsed();
+            if since < READ_PACE {
+                std::thread::sleep(READ_PACE - since);
+            }
+        }
+        let n = self.out.read(buf);
+        self.last = Some(Instant::now());
+        n
     }
 }
 
