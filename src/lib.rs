@@ -20,6 +20,7 @@ pub mod cli;
 pub mod event;
 pub mod ndjson;
 pub mod probe;
+pub mod route;
 pub mod sched;
 pub mod shell;
 pub mod tools;

@@ -12,5 +12,6 @@ pub fn commands() -> Vec<Command> {
         probe::command::<Http>(),
         probe::command::<Redis>(),
         crate::sched::command(),
+        crate::route::command(),
     ]
 }
