@@ -528,6 +528,17 @@ fn heartbeats_come_at_start_and_on_time() {
     assert_eq!(hb[0]["checks"], 2);
     assert_eq!(hb[0]["interval_ms"], 300.0);
     assert_eq!(hb[0]["pid"], s.guard.pid());
+    for k in [
+        "in_flight",
+        "started",
+        "skipped",
+        "lag_max_ms",
+        "dropped",
+        "late",
+        "probes",
+    ] {
+        assert!(hb[1][k].is_number(), "heartbeat lacks {k}: {}", hb[1]);
+    }
     s.stop(Duration::from_secs(5));
 }
 
