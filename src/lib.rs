@@ -21,5 +21,6 @@ pub mod event;
 pub mod ndjson;
 pub mod probe;
 pub mod route;
+pub mod sched;
 pub mod shell;
 pub mod tools;
