@@ -335,6 +335,123 @@ pub fn digest(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::ssl::SslAcceptor;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    /// A self-signed certificate for localhost and 127.0.0.1, valid from
+    /// `from` to `to` days from now.
+    fn cert(from: i64, to: i64) -> (X509, PKey<Private>) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "localhost").unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let serial = BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |days: i64| Asn1Time::from_unix(now + days * 86_400).unwrap();
+        b.set_not_before(&at(from)).unwrap();
+        b.set_not_after(&at(to)).unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        (b.build(), key)
+    }
+
+    /// One handshake against a TLS server on 127.0.0.1 that presents
+    /// `cert`, with `cert` itself as the only trusted CA.
+    fn handshake_with(cert: &X509, key: &PKey<Private>, host: &str) -> Result<(), Error<()>> {
+        let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        acc.set_certificate(cert).unwrap();
+        acc.set_private_key(key).unwrap();
+        let acc = acc.build();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = acc.accept(s);
+        });
+        let pem = cert.to_pem().unwrap();
+        let tcp = TcpStream::connect(addr).unwrap();
+        let ctx = context(false, Some(&pem)).unwrap();
+        let r = connect(&ctx, tcp, host, true, |s: &TcpStream| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            Ok(())
+        })
+        .map(|s| assert_eq!(peer_cert(&s), cert.to_der().ok()));
+        server.join().unwrap();
+        r
+    }
+
+    #[test]
+    fn handshakes_are_classified_and_keep_the_rejected_certificate() {
+        let (good, key) = cert(-1, 30);
+        handshake_with(&good, &key, "localhost").unwrap();
+        handshake_with(&good, &key, "127.0.0.1").unwrap();
+        let kind = |r: Result<(), Error<()>>| match r {
+            Err(Error::Failed { kind, cert, .. }) => (kind, cert),
+            other => panic!("{other:?}"),
+        };
+        let (k, der) = kind(handshake_with(&good, &key, "example.org"));
+        assert_eq!(k, "cert_name_mismatch");
+        assert_eq!(der, good.to_der().ok());
+        let (old, key) = cert(-10, -1);
+        let (k, der) = kind(handshake_with(&old, &key, "localhost"));
+        assert_eq!(k, "cert_expired");
+        let facts = Cert::from_der(&der.unwrap()).unwrap();
+        assert_eq!(facts.subject, "CN=localhost");
+        assert_eq!(facts.sans, ["localhost", "127.0.0.1"]);
+        // Expired a day ago (less the test's own run time).
+        assert!((-2..=-1).contains(&facts.days_left()), "{facts:?}");
+        assert_eq!(facts.to_json()["days_left"], facts.days_left());
+        let (young, key) = cert(2, 30);
+        assert_eq!(
+            kind(handshake_with(&young, &key, "localhost")).0,
+            "cert_not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn ca_files_must_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("pup-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, _) = cert(-1, 1);
+        let (pem, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+        std::fs::write(&pem, good.to_pem().unwrap()).unwrap();
+        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+        assert_eq!(read_ca_file(&pem).unwrap(), good.to_pem().unwrap());
+        let e = read_ca_file(&junk).unwrap_err();
+        assert!(e.starts_with("no PEM certificate in "), "{e}");
+        let e = read_ca_file(&dir.join("absent.pem")).unwrap_err();
+        assert!(e.starts_with("cannot read "), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            digest(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     #[test]
     fn verify_results_map_to_kinds() {
