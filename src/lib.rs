@@ -23,4 +23,5 @@ pub mod probe;
 pub mod route;
 pub mod sched;
 pub mod shell;
+pub mod tls;
 pub mod tools;
