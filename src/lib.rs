@@ -20,5 +20,8 @@ pub mod cli;
 pub mod event;
 pub mod ndjson;
 pub mod probe;
+pub mod route;
+pub mod sched;
 pub mod shell;
+pub mod tls;
 pub mod tools;

@@ -11,5 +11,7 @@ pub fn commands() -> Vec<Command> {
         probe::command::<Dns>(),
         probe::command::<Http>(),
         probe::command::<Redis>(),
+        crate::sched::command(),
+        crate::route::command(),
     ]
 }

@@ -20,34 +20,21 @@
 //! ways to frame a body), and doing it here keeps the whole exchange in
 //! view and the binary small.
 //!
-//! TLS goes straight through the `openssl` crate, the library native-tls
-//! wraps on Linux, because native-tls hides three things a monitor needs:
-//! the verify result as a number (native-tls only has message text to
-//! match), the certificate of a handshake that failed verification (it
-//! has none, so showing an expired certificate took a second, unverified
-//! connection), and control over the trust store (it parses the system
-//! bundle twice per connector, 40–75 ms, even for `--insecure` or
-//! `--ca-file`, which need none of it). The TLS context is built only when
-//! a target needs TLS, once per process per configuration, so plain-HTTP
-//! checks and stream mode never pay for it.
+//! TLS (context, handshake, error kinds, certificate facts) is
+//! [`crate::tls`], shared with `pup-probe-redis`; its module docs say why
+//! it is OpenSSL directly rather than native-tls.
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Status};
 use crate::probe::{Common, Ctx, Outcome, Probe};
+use crate::tls;
 use clap::Args;
-use openssl::ssl::{
-    HandshakeError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslStream,
-    SslVerifyMode,
-};
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::X509CheckFlags;
-use openssl::x509::X509;
 use serde_json::{json, Value};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 /// The probe.
 pub struct Http;
@@ -354,13 +341,7 @@ fn config(a: &HttpArgs) -> Result<Config, String> {
     let ca_pem = match &a.ca_file {
         None => None,
         Some(path) => {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("--ca-file: cannot read {path}: {e}"))?;
-            match X509::stack_from_pem(&pem) {
-                Ok(v) if !v.is_empty() => {}
-                _ => return Err(format!("--ca-file: no PEM certificate in {path}")),
-            }
-            Some(pem)
+            Some(tls::read_ca_file(path.as_ref()).map_err(|e| format!("--ca-file: {e}"))?)
         }
     };
     if a.cert_crit > a.cert_warn {
@@ -933,14 +914,14 @@ fn finish(
         }
     }
     if let Some(der) = &trace.cert {
-        if let Some(c) = cert_facts(der) {
+        if let Some(c) = tls::Cert::from_der(der) {
             judge_cert(&mut o, &c, cfg);
             o.detail("cert", c.to_json());
         }
     }
     let mut parts: Vec<String> = Vec::new();
     if let Some(der) = &trace.cert {
-        parts.push(format!("cert:{}", hex(&sha256(der))));
+        parts.push(format!("cert:{}", tls::digest(der)));
     }
     let mut addrs: Vec<String> = trace.addrs.iter().map(|a| format!("addr:{a}")).collect();
     addrs.sort();
@@ -974,7 +955,7 @@ fn exchange(
     let tls = match url.tls {
         false => None,
         true => Some(
-            tls_context(cfg.insecure, cfg.ca_pem.as_deref()).map_err(|e| {
+            tls::context(cfg.insecure, cfg.ca_pem.as_deref()).map_err(|e| {
                 fail(
                     layer::INTERNAL,
                     "internal_error",
@@ -1078,21 +1059,29 @@ fn exchange(
     trace.peer = Some(peer);
     let _ = tcp.set_nodelay(true);
 
-    // TLS.
-    let mut conn = if let Some(tls) = tls {
+    // TLS. Socket timeouts make OpenSSL report "would block"; the
+    // handshake resumes in short slices until the deadline.
+    let mut conn = if let Some(tls_ctx) = tls {
         let t = Instant::now();
-        let r = handshake(&tls, tcp, &url.host, !cfg.insecure, ctx);
+        let r = tls::connect(&tls_ctx, tcp, &url.host, !cfg.insecure, |s| {
+            let left = wait_slice(ctx).ok_or_else(|| timeout("tls", ctx))?;
+            let _ = s.set_read_timeout(Some(left));
+            let _ = s.set_write_timeout(Some(left));
+            Ok(())
+        });
         trace.add("tls", t.elapsed());
         match r {
             Ok(s) => {
-                trace.cert = s.ssl().peer_certificate().and_then(|c| c.to_der().ok());
+                trace.cert = tls::peer_cert(&s);
                 Conn::Tls(Box::new(s))
             }
-            Err((f, leaf)) => {
+            Err(tls::Error::Wait(f)) => return Err(f),
+            Err(tls::Error::Setup(e)) => return Err(fail(layer::INTERNAL, "internal_error", e)),
+            Err(tls::Error::Failed { kind, reason, cert }) => {
                 // A rejected certificate is reported too, from the same
                 // handshake.
-                trace.cert = leaf;
-                return Err(f);
+                trace.cert = cert;
+                return Err(fail(layer::TLS, kind, reason));
             }
         }
     } else {
@@ -1214,221 +1203,11 @@ fn lookup(host: &str, port: u16, ctx: &Ctx) -> Result<Vec<IpAddr>, Fail> {
     }
 }
 
-// ------------------------------------------------------------------ TLS
-
-/// A TLS client context per configuration (`--insecure`, `--ca-file`),
-/// built on first use and shared by every check of the process (see the
-/// module docs for why).
-fn tls_context(insecure: bool, ca_pem: Option<&[u8]>) -> Result<SslContext, String> {
-    type Key = (bool, Option<Vec<u8>>);
-    static CACHE: Mutex<Vec<(Key, SslContext)>> = Mutex::new(Vec::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, c)) = cache
-        .iter()
-        .find(|((i, ca), _)| *i == insecure && ca.as_deref() == ca_pem)
-    {
-        return Ok(c.clone());
-    }
-    let err = |e: openssl::error::ErrorStack| e.to_string();
-    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(err)?;
-    // As rust-openssl's SslConnector: a write retried after a timeout may
-    // come from a moved buffer, and `send` handles partial writes.
-    b.set_mode(
-        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
-    );
-    match (insecure, ca_pem) {
-        // Nothing is verified, so no trust store is loaded at all.
-        (true, _) => b.set_verify(SslVerifyMode::NONE),
-        // Only this CA file is trusted (as curl's --cacert).
-        (false, Some(pem)) => {
-            let mut store = X509StoreBuilder::new().map_err(err)?;
-            for c in X509::stack_from_pem(pem).map_err(err)? {
-                store.add_cert(c).map_err(err)?;
-            }
-            b.set_cert_store(store.build());
-            b.set_verify(SslVerifyMode::PEER);
-        }
-        // The system store, where this OpenSSL was built to find it (or
-        // SSL_CERT_FILE / SSL_CERT_DIR), loaded once.
-        (false, None) => {
-            b.set_default_verify_paths().map_err(err)?;
-            b.set_verify(SslVerifyMode::PEER);
-        }
-    }
-    let c = b.build();
-    cache.push(((insecure, ca_pem.map(<[u8]>::to_vec)), c.clone()));
-    Ok(c)
-}
-
-/// The TLS handshake under the deadline, verifying the chain and the name
-/// unless `verify` is off. Socket timeouts make OpenSSL report "would
-/// block"; the handshake resumes until the deadline. A failure comes with
-/// the leaf certificate when the server sent one.
-fn handshake(
-    tls: &SslContext,
-    tcp: TcpStream,
-    host: &str,
-    verify: bool,
-    ctx: &Ctx,
-) -> Result<SslStream<TcpStream>, (Fail, Option<Vec<u8>>)> {
-    let setup = |e: openssl::error::ErrorStack| {
-        (
-            fail(
-                layer::INTERNAL,
-                "internal_error",
-                format!("cannot set up TLS: {e}"),
-            ),
-            None,
-        )
-    };
-    let mut ssl = Ssl::new(tls).map_err(setup)?;
-    match host.parse::<IpAddr>() {
-        // No SNI for an address; the certificate must name the address.
-        Ok(ip) if verify => ssl.param_mut().set_ip(ip).map_err(setup)?,
-        Ok(_) => {}
-        Err(_) => {
-            ssl.set_hostname(host).map_err(setup)?;
-            if verify {
-                let p = ssl.param_mut();
-                p.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-                p.set_host(host).map_err(setup)?;
-            }
-        }
-    }
-    let set = |s: &TcpStream| -> Result<(), (Fail, Option<Vec<u8>>)> {
-        let left = wait_slice(ctx).ok_or_else(|| (timeout("tls", ctx), None))?;
-        let _ = s.set_read_timeout(Some(left));
-        let _ = s.set_write_timeout(Some(left));
-        Ok(())
-    };
-    set(&tcp)?;
-    let mut r = ssl.connect(tcp);
-    loop {
-        match r {
-            Ok(s) => return Ok(s),
-            Err(HandshakeError::WouldBlock(mid)) => {
-                set(mid.get_ref())?;
-                r = mid.handshake();
-            }
-            Err(HandshakeError::SetupFailure(e)) => return Err(setup(e)),
-            Err(HandshakeError::Failure(mid)) => {
-                // The chain is kept as received, before verification,
-                // leaf first.
-                let leaf = mid
-                    .ssl()
-                    .peer_cert_chain()
-                    .and_then(|c| c.iter().next().and_then(|x| x.to_der().ok()));
-                let verify = mid.ssl().verify_result().as_raw();
-                return Err((classify_tls(verify, &mid.error().to_string()), leaf));
-            }
-        }
-    }
-}
-
-/// OpenSSL's verify result (the X509_V_ERR codes of x509_vfy.h) gives the
-/// certificate kinds; anything else that broke the handshake is
-/// `tls_handshake_failed`.
-fn classify_tls(verify: i32, msg: &str) -> Fail {
-    const CERT_NOT_YET_VALID: i32 = 9;
-    const CERT_HAS_EXPIRED: i32 = 10;
-    const HOSTNAME_MISMATCH: i32 = 62;
-    const IP_ADDRESS_MISMATCH: i32 = 64;
-    let (kind, what) = match verify {
-        0 => {
-            return fail(
-                layer::TLS,
-                "tls_handshake_failed",
-                format!("TLS handshake failed: {}", msg.trim()),
-            )
-        }
-        CERT_HAS_EXPIRED => ("cert_expired", "the certificate has expired"),
-        CERT_NOT_YET_VALID => ("cert_not_yet_valid", "the certificate is not valid yet"),
-        HOSTNAME_MISMATCH | IP_ADDRESS_MISMATCH => (
-            "cert_name_mismatch",
-            "the certificate does not name the host",
-        ),
-        // Self-signed, unknown issuer, bad signature, unusable CA, ...
-        _ => ("cert_untrusted", "the certificate is not trusted"),
-    };
-    // SAFETY: `from_raw` is unsafe only for codes OpenSSL does not know;
-    // this one came from OpenSSL or is one of the constants above.
-    let text = unsafe { openssl::x509::X509VerifyResult::from_raw(verify) }.error_string();
-    fail(
-        layer::TLS,
-        kind,
-        format!("{what} ({text}, verify error {verify})"),
-    )
-}
-
-/// What the report says about a certificate.
-struct CertFacts {
-    subject: String,
-    issuer: String,
-    sans: Vec<String>,
-    not_before: SystemTime,
-    not_after: SystemTime,
-}
-
-impl CertFacts {
-    /// Whole days until `not_after`, negative once expired.
-    fn days_left(&self) -> i64 {
-        secs_until(self.not_after).div_euclid(86_400)
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "sans": self.sans,
-            "not_before": humantime::format_rfc3339_seconds(self.not_before).to_string(),
-            "not_after": humantime::format_rfc3339_seconds(self.not_after).to_string(),
-            "days_left": self.days_left(),
-        })
-    }
-}
-
-/// Seconds from now until `t`, negative when `t` is past.
-fn secs_until(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::now()) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
-fn cert_facts(der: &[u8]) -> Option<CertFacts> {
-    use x509_cert::der::Decode;
-    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
-    let c = x509_cert::Certificate::from_der(der).ok()?;
-    let tbs = c.tbs_certificate();
-    let mut sans = Vec::new();
-    if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
-        for n in san.0 {
-            match n {
-                GeneralName::DnsName(d) => sans.push(d.to_string()),
-                GeneralName::IpAddress(o) => {
-                    let b = o.as_bytes();
-                    if let Ok(a) = <[u8; 4]>::try_from(b) {
-                        sans.push(IpAddr::from(a).to_string());
-                    } else if let Ok(a) = <[u8; 16]>::try_from(b) {
-                        sans.push(IpAddr::from(a).to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Some(CertFacts {
-        subject: tbs.subject().to_string(),
-        issuer: tbs.issuer().to_string(),
-        sans,
-        not_before: tbs.validity().not_before.to_system_time(),
-        not_after: tbs.validity().not_after.to_system_time(),
-    })
-}
+// ----------------------------------------------------------- certificate
 
 /// `--cert-warn` / `--cert-crit`.
-fn judge_cert(o: &mut Outcome, c: &CertFacts, cfg: &Config) {
-    let left = secs_until(c.not_after);
+fn judge_cert(o: &mut Outcome, c: &tls::Cert, cfg: &Config) {
+    let left = c.secs_left();
     let days = c.days_left();
     let crit = cfg.cert_crit.as_secs() as i64;
     let warn = cfg.cert_warn.as_secs() as i64;
@@ -1467,60 +1246,15 @@ fn judge_cert(o: &mut Outcome, c: &CertFacts, cfg: &Config) {
     );
 }
 
-fn sha256(b: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(b).to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 // ------------------------------------------------------------- the wire
 
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<SslStream<TcpStream>>),
-}
-
-impl Conn {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(s) => s.get_ref(),
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(b),
-            Conn::Tls(s) => s.read(b),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(b),
-            Conn::Tls(s) => s.write(b),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Tls(s) => s.flush(),
-        }
-    }
-}
+type Conn = tls::Stream<TcpStream>;
 
 /// Writes the request, every write bounded by the deadline.
 fn send(conn: &mut Conn, mut bytes: &[u8], ctx: &Ctx) -> Result<(), Fail> {
     while !bytes.is_empty() {
         let left = wait_slice(ctx).ok_or_else(|| timeout("ttfb", ctx))?;
-        let _ = conn.tcp().set_write_timeout(Some(left));
+        let _ = conn.get_ref().set_write_timeout(Some(left));
         match conn.write(bytes) {
             Ok(0) => {
                 return Err(protocol_error(
@@ -1553,7 +1287,7 @@ impl Wire<'_> {
         }
         loop {
             let left = wait_slice(self.ctx).ok_or_else(|| timeout(phase, self.ctx))?;
-            let _ = self.conn.tcp().set_read_timeout(Some(left));
+            let _ = self.conn.get_ref().set_read_timeout(Some(left));
             match self.conn.read(&mut self.buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
@@ -2105,20 +1839,6 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"user:pass word"), "dXNlcjpwYXNzIHdvcmQ=");
-    }
-
-    #[test]
-    fn verify_results_map_to_kinds() {
-        let k = |code| classify_tls(code, "certificate verify failed").kind;
-        assert_eq!(k(10), "cert_expired");
-        assert_eq!(k(9), "cert_not_yet_valid");
-        assert_eq!(k(62), "cert_name_mismatch");
-        assert_eq!(k(64), "cert_name_mismatch");
-        assert_eq!(k(18), "cert_untrusted");
-        assert_eq!(k(20), "cert_untrusted");
-        assert_eq!(k(0), "tls_handshake_failed");
-        let f = classify_tls(10, "x");
-        assert!(f.reason.contains("certificate has expired"), "{}", f.reason);
     }
 
     #[test]

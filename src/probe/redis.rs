@@ -11,8 +11,8 @@
 //!
 //! # Why RESP by hand, not the `redis` crate
 //!
-//! The probe speaks RESP2 itself over a std `TcpStream` (or native-tls
-//! over it). It needs seven commands and one reply parser, and doing it
+//! The probe speaks RESP2 itself over a std `TcpStream` (or TLS over it,
+//! through [`crate::tls`], shared with `pup-probe-http`). It needs seven commands and one reply parser, and doing it
 //! itself is what gives the two things a probe is for:
 //!
 //! - **One deadline for the whole check.** Every read and write goes
@@ -61,12 +61,13 @@
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Status};
 use crate::probe::{Common, Ctx, IpFamily, Outcome, Probe};
+use crate::tls;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Longest status, error or header line accepted from the server.
@@ -308,7 +309,7 @@ pub struct Check {
     password: Option<String>,
     /// Where the password came from, for details (never the password).
     password_source: Option<&'static str>,
-    tls: Option<Arc<native_tls::TlsConnector>>,
+    tls: Option<TlsSetup>,
     role: Option<Role>,
     max_lag: Option<Duration>,
     max_memory_pct: Option<f64>,
@@ -380,7 +381,15 @@ Exit status: 0 up, 1 degraded, 2 down, 3 unknown (bad usage included).";
             ));
         }
         let tls = if url.tls {
-            Some(connector(args.ca_file.as_deref(), args.insecure)?)
+            let ca_pem = match &args.ca_file {
+                Some(path) => Some(tls::read_ca_file(path).map_err(|e| format!("--ca-file: {e}"))?),
+                None => None,
+            };
+            Some(TlsSetup {
+                context: tls::context(args.insecure, ca_pem.as_deref())
+                    .map_err(|e| format!("cannot set up TLS: {e}"))?,
+                verify: !args.insecure,
+            })
         } else {
             None
         };
@@ -416,65 +425,12 @@ Exit status: 0 up, 1 degraded, 2 down, 3 unknown (bad usage included).";
     }
 }
 
-/// The TLS connector for one configuration, built once per process:
-/// building one costs tens of milliseconds (OpenSSL parses the system
-/// bundle), far more than a check on a LAN.
-fn connector(
-    ca_file: Option<&Path>,
-    insecure: bool,
-) -> Result<Arc<native_tls::TlsConnector>, String> {
-    type Cache = Mutex<Vec<((Option<PathBuf>, bool), Arc<native_tls::TlsConnector>)>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let key = (ca_file.map(Path::to_path_buf), insecure);
-    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
-        return Ok(c.clone());
-    }
-    let mut b = native_tls::TlsConnector::builder();
-    if let Some(path) = ca_file {
-        // Like redis-cli --cacert: the given CAs only, so a certificate
-        // from some public CA does not pass for the private one.
-        b.disable_built_in_roots(true);
-        for cert in read_pem_certs(path)? {
-            b.add_root_certificate(cert);
-        }
-    }
-    if insecure {
-        b.danger_accept_invalid_certs(true);
-        b.danger_accept_invalid_hostnames(true);
-    }
-    let c = Arc::new(b.build().map_err(|e| format!("cannot set up TLS: {e}"))?);
-    cache.push((key, c.clone()));
-    Ok(c)
-}
-
-fn read_pem_certs(path: &Path) -> Result<Vec<native_tls::Certificate>, String> {
-    let shown = path.display();
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(4 << 20).read_to_string(&mut text))
-        .map_err(|e| format!("cannot read --ca-file {shown}: {e}"))?;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut certs = Vec::new();
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find(BEGIN) {
-        let after = &rest[i..];
-        let j = after
-            .find(END)
-            .ok_or_else(|| format!("--ca-file {shown}: unterminated certificate"))?;
-        let block = &after[..j + END.len()];
-        certs.push(
-            native_tls::Certificate::from_pem(block.as_bytes())
-                .map_err(|e| format!("--ca-file {shown}: bad certificate: {e}"))?,
-        );
-        rest = &after[j + END.len()..];
-    }
-    if certs.is_empty() {
-        return Err(format!("--ca-file {shown} holds no PEM certificate"));
-    }
-    Ok(certs)
+/// The TLS side of a `rediss://` check: the process-wide context for its
+/// `--insecure` / `--ca-file` (see [`crate::tls`]), and whether the name
+/// is checked too.
+struct TlsSetup {
+    context: openssl::ssl::SslContext,
+    verify: bool,
 }
 
 /// How a check failed.
@@ -547,34 +503,7 @@ impl Write for Deadlined {
     }
 }
 
-enum Stream {
-    Plain(Deadlined),
-    Tls(Box<native_tls::TlsStream<Deadlined>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
+type Stream = tls::Stream<Deadlined>;
 
 /// A RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -792,7 +721,7 @@ impl Conn<'_> {
                 "connection_closed",
                 format!(
                     "the server closed the connection without answering {what}{}",
-                    if matches!(self.r.get_ref(), Stream::Plain(_)) {
+                    if !self.r.get_ref().is_tls() {
                         " (a TLS port? try rediss://)"
                     } else {
                         ""
@@ -931,73 +860,51 @@ fn connect(url: &Url, ctx: &Ctx, o: &mut Outcome) -> Result<TcpStream, Fail> {
     })
 }
 
-/// The error kind of a failed TLS handshake, from OpenSSL's words (the
-/// only form native-tls gives them in).
-pub fn classify_tls(msg: &str) -> &'static str {
-    if msg.contains("certificate has expired") {
-        "cert_expired"
-    } else if msg.contains("certificate is not yet valid") {
-        "cert_not_yet_valid"
-    } else if msg.contains("hostname mismatch") || msg.contains("IP address mismatch") {
-        "cert_name_mismatch"
-    } else if msg.contains("self-signed certificate")
-        || msg.contains("self signed certificate")
-        || msg.contains("unable to get local issuer certificate")
-        || msg.contains("unable to get issuer certificate")
-        || msg.contains("unable to verify the first certificate")
-        || msg.contains("certificate signature failure")
-    {
-        "cert_untrusted"
-    } else {
-        "tls_handshake_failed"
-    }
-}
-
+/// The TLS handshake. [`Deadlined`] sets every socket timeout to the time
+/// left, so a read that would block means the deadline came: the wait
+/// only gives up once it has passed.
 fn tls_handshake(
-    connector: &native_tls::TlsConnector,
+    setup: &TlsSetup,
     host: &str,
     tcp: Deadlined,
     ctx: &Ctx,
     o: &mut Outcome,
 ) -> Result<Stream, Fail> {
     let t = Instant::now();
-    match connector.connect(host, tcp) {
+    let r = tls::connect(&setup.context, tcp, host, setup.verify, |_| {
+        ctx.remaining()
+            .map(|_| ())
+            .ok_or_else(|| timeout(ctx, "tls", layer::TLS))
+    });
+    match r {
         Ok(s) => {
             o.phase("tls", t.elapsed());
-            if let Ok(Some(cert)) = s.peer_certificate() {
-                if let Ok(der) = cert.to_der() {
-                    tls_details(&der, o);
-                }
+            if let Some(der) = tls::peer_cert(&s) {
+                tls_details(&der, o);
             }
             Ok(Stream::Tls(Box::new(s)))
         }
-        Err(native_tls::HandshakeError::WouldBlock(_)) => Err(timeout(ctx, "tls", layer::TLS)),
-        Err(native_tls::HandshakeError::Failure(e)) => {
-            if Instant::now() >= ctx.deadline {
-                return Err(timeout(ctx, "tls", layer::TLS));
-            }
-            let msg = e.to_string();
-            let kind = classify_tls(&msg);
-            Err(fail(
-                layer::TLS,
-                kind,
-                format!("TLS handshake failed: {msg}"),
-            ))
+        Err(tls::Error::Wait(f)) => Err(f),
+        Err(tls::Error::Setup(e)) => Err(Fail {
+            status: Status::Unknown,
+            ..fail(layer::INTERNAL, "internal_error", e)
+        }),
+        // The deadline passing inside a read surfaces as an I/O failure.
+        Err(tls::Error::Failed { .. }) if Instant::now() >= ctx.deadline => {
+            Err(timeout(ctx, "tls", layer::TLS))
         }
+        Err(tls::Error::Failed { kind, reason, .. }) => Err(fail(layer::TLS, kind, reason)),
     }
 }
 
 /// The certificate facts worth a line in details: when it expires and
 /// whom it names.
 fn tls_details(der: &[u8], o: &mut Outcome) {
-    use x509_cert::der::Decode;
-    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+    let Some(c) = tls::Cert::from_der(der) else {
         return;
     };
-    let tbs = &cert.tbs_certificate();
-    let not_after = tbs.validity().not_after.to_system_time();
-    o.detail("cert_not_after", event::format_ts(not_after));
-    o.detail("cert_subject", tbs.subject().to_string());
+    o.detail("cert_not_after", event::format_ts(c.not_after));
+    o.detail("cert_subject", c.subject);
 }
 
 /// INFO's `key:value` lines, borrowed from the reply: INFO has some 150
@@ -1036,7 +943,7 @@ fn run_check(c: &Check, ctx: &Ctx, o: &mut Outcome) -> Result<(), Fail> {
         deadline: ctx.deadline,
     };
     let stream = match &c.tls {
-        Some(conn) => tls_handshake(conn, &c.url.host, tcp, ctx, o)?,
+        Some(setup) => tls_handshake(setup, &c.url.host, tcp, ctx, o)?,
         None => Stream::Plain(tcp),
     };
     let mut conn = Conn {
@@ -1553,7 +1460,7 @@ mod tests {
     }
 
     #[test]
-    fn error_codes_and_tls_words() {
+    fn error_codes() {
         assert_eq!(
             classify_error("WRONGPASS invalid username-password pair").2,
             "auth_failed"
@@ -1564,19 +1471,6 @@ mod tests {
             "persistence_failed"
         );
         assert_eq!(classify_error("ERR unknown command").2, "error_reply");
-        assert_eq!(
-            classify_tls("error:0A000086:SSL routines::certificate verify failed:ssl/statem/statem_clnt.c:1889: (certificate has expired)"),
-            "cert_expired"
-        );
-        assert_eq!(
-            classify_tls("... (IP address mismatch)"),
-            "cert_name_mismatch"
-        );
-        assert_eq!(
-            classify_tls("... (self-signed certificate)"),
-            "cert_untrusted"
-        );
-        assert_eq!(classify_tls("unexpected eof"), "tls_handshake_failed");
     }
 
     #[test]

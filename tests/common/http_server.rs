@@ -106,6 +106,7 @@ impl Server {
     {
         Server::start(
             None,
+            0,
             Arc::new(move |mut s: Box<dyn Stream>| f(&mut *s)),
             None,
         )
@@ -117,7 +118,7 @@ impl Server {
         F: Fn(&mut dyn Stream) + Send + Sync + 'static,
     {
         let h: Handler = Arc::new(move |mut s: Box<dyn Stream>| f(&mut *s));
-        Server::start(Some(id.acceptor()), h, None)
+        Server::start(Some(id.acceptor()), 0, h, None)
     }
 
     /// An HTTP server answering each request with `f`.
@@ -125,7 +126,16 @@ impl Server {
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
-        Server::http_on(None, f)
+        Server::http_on(None, 0, f)
+    }
+
+    /// An HTTP server answering each request with `f`, on a given port of
+    /// 127.0.0.1: for starting a server again where an earlier one was.
+    pub fn http_at<F>(port: u16, f: F) -> Server
+    where
+        F: Fn(&Request) -> Response + Send + Sync + 'static,
+    {
+        Server::http_on(None, port, f)
     }
 
     /// An HTTPS server presenting `id`, answering each request with `f`.
@@ -133,10 +143,10 @@ impl Server {
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
-        Server::http_on(Some(id.acceptor()), f)
+        Server::http_on(Some(id.acceptor()), 0, f)
     }
 
-    fn http_on<F>(tls: Option<SslAcceptor>, f: F) -> Server
+    fn http_on<F>(tls: Option<SslAcceptor>, port: u16, f: F) -> Server
     where
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
@@ -149,15 +159,17 @@ impl Server {
                 let _ = write_response(&mut *s, &resp, req.method == "HEAD");
             }
         });
-        Server::start(tls, h, Some(log))
+        Server::start(tls, port, h, Some(log))
     }
 
     fn start(
         tls: Option<SslAcceptor>,
+        port: u16,
         handler: Handler,
         log: Option<Arc<Mutex<Vec<Request>>>>,
     ) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();

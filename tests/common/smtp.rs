@@ -4,6 +4,7 @@
 //! NOOP, QUIT. It can be told to refuse recipients, to test that senders
 //! report a refusal. One connection at a time, which is all a hook needs.
 
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslStream};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -87,12 +88,12 @@ pub struct SmtpServer {
 impl SmtpServer {
     pub fn start(opts: Options) -> SmtpServer {
         let acceptor = opts.tls.as_ref().map(|(cert, key)| {
-            let id = native_tls::Identity::from_pkcs8(
-                &std::fs::read(cert).unwrap(),
-                &std::fs::read(key).unwrap(),
-            )
-            .expect("test certificate and key load");
-            native_tls::TlsAcceptor::new(id).unwrap()
+            let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+            b.set_certificate_chain_file(cert)
+                .and_then(|_| b.set_private_key_file(key, SslFiletype::PEM))
+                .and_then(|_| b.check_private_key())
+                .expect("test certificate and key load");
+            b.build()
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -177,7 +178,7 @@ pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
 
 enum Conn {
     Plain(TcpStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Tls(Box<SslStream<TcpStream>>),
     Gone,
 }
 
@@ -211,7 +212,7 @@ impl Write for Conn {
 struct Session<'a> {
     conn: Conn,
     opts: &'a Options,
-    acceptor: Option<&'a native_tls::TlsAcceptor>,
+    acceptor: Option<&'a SslAcceptor>,
     mail: Mail,
     got: &'a Mutex<Vec<Mail>>,
 }
