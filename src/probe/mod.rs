@@ -528,7 +528,14 @@ fn run_alone<P: Probe>(job: Job<P>, render: impl Fn(&Event) -> String) -> Event 
     }
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| P::run(&job.check, &ctx)));
     // Past this, the overrun result cannot be written: this one will be.
-    alarm::disarm();
+    // Unless the handler got there first (the signal may land on another
+    // thread at the very moment the check returns): then it is writing the
+    // overrun line and ends the process, and this result must not follow.
+    if !alarm::disarm() {
+        loop {
+            std::thread::park();
+        }
+    }
     let outcome = r.unwrap_or_else(|p| panicked(&*p));
     result_event(&job, wall, &ctx, outcome)
 }
@@ -536,18 +543,22 @@ fn run_alone<P: Probe>(job: Job<P>, render: impl Fn(&Event) -> String) -> Event 
 /// The SIGALRM backstop of [`run_alone`].
 mod alarm {
     use super::Status;
-    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
     use std::time::Duration;
 
     /// The line the handler writes (leaked: it lives until exit).
     static LINE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
     static LEN: AtomicUsize = AtomicUsize::new(0);
+    /// Set by whichever writes the result first: the check's own thread
+    /// (in [`disarm`]) or the handler. Exactly one result line, ever.
+    static CLAIMED: AtomicBool = AtomicBool::new(false);
 
     /// Installs the handler and starts the timer; `false` if either fails.
     pub fn arm(line: Vec<u8>, after: Duration) -> bool {
         let line = Box::leak(line.into_boxed_slice());
         LEN.store(line.len(), Ordering::SeqCst);
         LINE.store(line.as_mut_ptr(), Ordering::SeqCst);
+        CLAIMED.store(false, Ordering::SeqCst);
         // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the
         // handler is an `extern "C" fn(c_int)`, as sa_handler requires.
         unsafe {
@@ -565,13 +576,15 @@ mod alarm {
         })
     }
 
-    /// Stops the timer. A SIGALRM already pending is delivered before
-    /// this returns, so after it the handler can no longer run.
-    pub fn disarm() {
+    /// Stops the timer and claims the result for the check's own line:
+    /// `false` when the handler claimed it first (it is writing the
+    /// overrun line and will end the process).
+    pub fn disarm() -> bool {
         set_timer(libc::timeval {
             tv_sec: 0,
             tv_usec: 0,
         });
+        !CLAIMED.swap(true, Ordering::SeqCst)
     }
 
     fn set_timer(value: libc::timeval) -> bool {
@@ -587,6 +600,11 @@ mod alarm {
     }
 
     extern "C" fn on_alarm(_: libc::c_int) {
+        // An atomic swap is async-signal-safe. Lost: the check returned
+        // in time and its own result is being written.
+        if CLAIMED.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let (mut p, mut left) = (LINE.load(Ordering::SeqCst), LEN.load(Ordering::SeqCst));
         let mut code = Status::Down.exit_code();
         while left > 0 {
