@@ -25,7 +25,7 @@ use clap::{ArgMatches, Args, Command, FromArgMatches};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -387,14 +387,14 @@ pub fn main<P: Probe>() -> ! {
             let ev = run_alone::<P>(job, |ev| out.render(ev));
             out.emit(&ev);
         } else {
-            let (tx, handles) = start_workers::<P>(out.clone(), concurrency.min(jobs.len()));
+            let o = out.clone();
+            let (pool, tx) =
+                Pool::<P>::start(concurrency.min(jobs.len()), Box::new(move |ev| o.emit(ev)));
             for j in jobs {
                 let _ = tx.send(j);
             }
             drop(tx);
-            for h in handles {
-                let _ = h.join();
-            }
+            pool.wait();
         }
     }
     std::process::exit(out.exit_code());
@@ -446,34 +446,208 @@ fn jobs_for<P: Probe>(common: Common, args: P::Args) -> Result<Vec<Job<P>>, Stri
         .collect())
 }
 
-fn start_workers<P: Probe>(
-    out: Arc<Out>,
-    n: usize,
-) -> (mpsc::SyncSender<Job<P>>, Vec<thread::JoinHandle<()>>) {
-    // A bounded queue: a fast stdin never piles up more than a queue's
-    // worth of parsed checks in memory.
-    let (tx, rx) = mpsc::sync_channel::<Job<P>>(n);
-    let rx = Arc::new(Mutex::new(rx));
-    let handles = (0..n)
-        .map(|_| {
-            let rx = rx.clone();
-            let out = out.clone();
-            thread::spawn(move || loop {
-                let job = {
-                    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-                    rx.recv()
-                };
-                match job {
-                    Ok(job) => out.emit(&run_job::<P>(job)),
-                    Err(_) => return,
-                }
-            })
-        })
-        .collect();
-    (tx, handles)
+/// The worker pool of stream mode and of one-shot runs with several
+/// targets: `n` workers, each running its checks on its own thread, and
+/// one watchdog thread that keeps the deadlines of the checks in flight.
+///
+/// Why not a thread per check (as [`run_with_deadline`] does): in stream
+/// mode that thread, and the wake-ups to hand its result back, cost more
+/// CPU than a plain HTTP check. Instead, a worker registers its check in
+/// its slot before running it. When a check is not back by its deadline
+/// plus [`GRACE`], the watchdog takes it out of the slot, writes its
+/// `timeout` result and starts a replacement worker for the slot, so that
+/// `-j` checks stay in flight. Whoever takes the check out of the slot
+/// (its worker when done, or the watchdog) writes its one result: a stuck
+/// worker that finally returns finds its slot taken, drops its result and
+/// ends.
+struct Pool<P: Probe> {
+    jobs: Mutex<mpsc::Receiver<Job<P>>>,
+    emit: Box<dyn Fn(&Event) + Send + Sync>,
+    state: Mutex<Watch<P>>,
+    /// Wakes the watchdog for a deadline earlier than it sleeps until.
+    wake: Condvar,
+    /// Signalled when a worker ends (see [`Pool::wait`]).
+    ended: Condvar,
 }
 
-/// Runs one check under its deadline and wraps the outcome in an event.
+struct Watch<P: Probe> {
+    /// The check in flight on each worker slot.
+    slots: Vec<Option<InFlight<P>>>,
+    /// Workers still taking jobs (not counting abandoned ones).
+    live: usize,
+    next_id: u64,
+    /// When the watchdog will look next; `None` while it is awake, when
+    /// it looks at every slot anyway before it sleeps again.
+    wake_at: Option<Instant>,
+}
+
+struct InFlight<P: Probe> {
+    id: u64,
+    until: Instant,
+    job: Arc<Job<P>>,
+    wall: SystemTime,
+    ctx: Ctx,
+}
+
+/// How long the watchdog sleeps with nothing in flight. It is not woken
+/// for a check whose deadline is later than that, so a worker's check
+/// costs no wake-up in the common case.
+const WATCH_IDLE: Duration = Duration::from_secs(1);
+
+impl<P: Probe> Pool<P> {
+    /// Starts `n` workers and the watchdog, and returns the pool and the
+    /// queue to send jobs to. Dropping the sender ends the workers.
+    fn start(
+        n: usize,
+        emit: Box<dyn Fn(&Event) + Send + Sync>,
+    ) -> (Arc<Pool<P>>, mpsc::SyncSender<Job<P>>) {
+        // A bounded queue: a fast stdin never piles up more than a queue's
+        // worth of parsed checks in memory.
+        let (tx, rx) = mpsc::sync_channel::<Job<P>>(n);
+        let pool = Arc::new(Pool {
+            jobs: Mutex::new(rx),
+            emit,
+            state: Mutex::new(Watch {
+                slots: (0..n).map(|_| None).collect(),
+                live: n,
+                next_id: 0,
+                wake_at: None,
+            }),
+            wake: Condvar::new(),
+            ended: Condvar::new(),
+        });
+        for slot in 0..n {
+            pool.spawn_worker(slot);
+        }
+        let p = pool.clone();
+        if let Err(e) = thread::Builder::new().spawn(move || p.watch()) {
+            cli::warn(&prog::<P>(), format!("cannot start a thread: {e}"));
+            std::process::exit(Status::Unknown.exit_code());
+        }
+        (pool, tx)
+    }
+
+    /// Waits until every worker has ended (the sender is dropped and the
+    /// queue is empty). Abandoned checks are not waited for.
+    fn wait(&self) {
+        let mut st = self.lock();
+        while st.live > 0 {
+            st = self.ended.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watch<P>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Without a thread for a worker, `-j` cannot be kept, and with none
+    /// left the queue would never drain: a clear error beats a hang.
+    fn spawn_worker(self: &Arc<Self>, slot: usize) {
+        let p = self.clone();
+        if let Err(e) = thread::Builder::new().spawn(move || p.work(slot)) {
+            cli::warn(&prog::<P>(), format!("cannot start a thread: {e}"));
+            std::process::exit(Status::Unknown.exit_code());
+        }
+    }
+
+    fn work(&self, slot: usize) {
+        loop {
+            let job = {
+                let rx = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                rx.recv()
+            };
+            let Ok(job) = job else {
+                let mut st = self.lock();
+                st.live -= 1;
+                self.ended.notify_all();
+                return;
+            };
+            let job = Arc::new(job);
+            let wall = SystemTime::now();
+            let ctx = Ctx::new(job.timeout, job.family);
+            let until = ctx.deadline + GRACE;
+            let id = {
+                let mut st = self.lock();
+                let id = st.next_id;
+                st.next_id += 1;
+                st.slots[slot] = Some(InFlight {
+                    id,
+                    until,
+                    job: job.clone(),
+                    wall,
+                    ctx: ctx.clone(),
+                });
+                if st.wake_at.is_some_and(|w| until < w) {
+                    self.wake.notify_one();
+                }
+                id
+            };
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| P::run(&job.check, &ctx)));
+            let mine = {
+                let mut st = self.lock();
+                match &st.slots[slot] {
+                    Some(f) if f.id == id => st.slots[slot].take(),
+                    _ => None,
+                }
+            };
+            if mine.is_none() {
+                // The watchdog wrote this check's timeout and gave the
+                // slot to a new worker.
+                return;
+            }
+            let outcome = r.unwrap_or_else(|p| panicked(&*p));
+            (self.emit)(&result_event(&job, wall, &ctx, outcome));
+        }
+    }
+
+    /// The watchdog: writes the result of each check that overruns its
+    /// deadline plus [`GRACE`] and replaces its worker.
+    fn watch(self: Arc<Self>) {
+        let mut st = self.lock();
+        loop {
+            let now = Instant::now();
+            let mut late = Vec::new();
+            let mut next = now + WATCH_IDLE;
+            for (slot, f) in st.slots.iter_mut().enumerate() {
+                match f {
+                    Some(x) if x.until <= now => late.push((slot, f.take().expect("some"))),
+                    Some(x) => next = next.min(x.until),
+                    None => {}
+                }
+            }
+            if late.is_empty() {
+                st.wake_at = Some(next);
+                st = self
+                    .wake
+                    .wait_timeout(st, next - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+                st.wake_at = None;
+                continue;
+            }
+            drop(st);
+            for (slot, f) in late {
+                (self.emit)(&result_event(
+                    &f.job,
+                    f.wall,
+                    &f.ctx,
+                    overrun_outcome(&f.ctx),
+                ));
+                self.spawn_worker(slot);
+            }
+            st = self.lock();
+        }
+    }
+}
+
+fn prog<P: Probe>() -> String {
+    format!("pup-probe-{}", P::NAME)
+}
+
+/// Runs one check under its deadline, on a thread of its own, and wraps
+/// the outcome in an event: [`run_alone`]'s way out when it cannot set its
+/// timer. Workers of a [`Pool`] run checks on their own thread instead.
 fn run_job<P: Probe>(job: Job<P>) -> Event {
     let wall = SystemTime::now();
     let ctx = Ctx::new(job.timeout, job.family);
@@ -720,9 +894,11 @@ fn overrun_outcome(ctx: &Ctx) -> Outcome {
 
 /// Stream mode: one check (or a bad-line result) per stdin line.
 fn run_stream<P: Probe>(argv: &[OsString], out: Arc<Out>, concurrency: usize) {
-    let (tx, handles) = start_workers::<P>(out.clone(), concurrency);
+    let o = out.clone();
+    let (pool, tx) = Pool::<P>::start(concurrency, Box::new(move |ev| o.emit(ev)));
     let stdin = std::io::stdin();
     let mut reader = LineReader::new(stdin.lock(), MAX_LINE);
+    let mut cmd = command::<P>();
     loop {
         let line_no = reader.line_no + 1;
         let line = match reader.next_line() {
@@ -739,7 +915,7 @@ fn run_stream<P: Probe>(argv: &[OsString], out: Arc<Out>, concurrency: usize) {
                 if t.is_empty() || t.starts_with('#') {
                     continue;
                 }
-                parse_line::<P>(argv, t).map_err(|m| (t.to_string(), m))
+                parse_line::<P>(&mut cmd, argv, t).map_err(|m| (t.to_string(), m))
             }
             Line::TooLong { len } => Err((
                 String::new(),
@@ -759,21 +935,25 @@ fn run_stream<P: Probe>(argv: &[OsString], out: Arc<Out>, concurrency: usize) {
         }
     }
     drop(tx);
-    for h in handles {
-        let _ = h.join();
-    }
+    pool.wait();
 }
 
 /// Parses one stdin line as the command line's words followed by the
-/// line's own.
-fn parse_line<P: Probe>(argv: &[OsString], line: &str) -> Result<Vec<Job<P>>, String> {
+/// line's own, with `cmd`, the probe's [`command`] built once for the
+/// whole stream: building it anew for each line cost about a tenth of
+/// stream mode's CPU.
+fn parse_line<P: Probe>(
+    cmd: &mut Command,
+    argv: &[OsString],
+    line: &str,
+) -> Result<Vec<Job<P>>, String> {
     let words = crate::shell::split(line).map_err(|e| e.to_string())?;
     let all = argv
         .iter()
         .cloned()
         .chain(words.into_iter().map(OsString::from));
-    let m = command::<P>()
-        .try_get_matches_from(all)
+    let m = cmd
+        .try_get_matches_from_mut(all)
         .map_err(|e| cli::first_line(&e.to_string()))?;
     let (common, args) = from_matches::<P>(&m)?;
     jobs_for::<P>(common, args)
@@ -925,6 +1105,108 @@ mod tests {
         assert!(ev.assertions[0].ok);
     }
 
+    type Got = Vec<(Event, Duration)>;
+
+    /// Runs `jobs` on a pool of `n` workers; returns the results as they
+    /// came, each with when it came, and the list they go on arriving in
+    /// (for results that come after the pool is done).
+    fn pool_run(n: usize, jobs: Vec<Job<Sleepy>>) -> (Vec<(Event, Duration)>, Arc<Mutex<Got>>) {
+        let t = Instant::now();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let (pool, tx) = Pool::<Sleepy>::start(
+            n,
+            Box::new(move |ev| g.lock().unwrap().push((ev.clone(), t.elapsed()))),
+        );
+        for j in jobs {
+            tx.send(j).unwrap();
+        }
+        drop(tx);
+        pool.wait();
+        let now = got.lock().unwrap().clone();
+        (now, got)
+    }
+
+    fn pool_one(j: Job<Sleepy>) -> (Event, Duration) {
+        let (mut evs, _) = pool_run(1, vec![j]);
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        evs.remove(0)
+    }
+
+    #[test]
+    fn a_pool_cuts_an_overrun_off_at_the_deadline_and_survives_panics() {
+        let (ev, at) = pool_one(job("5000", 100, None));
+        assert!(at >= Duration::from_millis(350), "{at:?}");
+        assert!(at < Duration::from_millis(1000), "{at:?}");
+        assert_eq!(ev.status, Some(Status::Down));
+        let e = ev.error.unwrap();
+        assert_eq!(
+            (e.layer.as_str(), e.kind.as_str()),
+            (layer::TIMING, "timeout")
+        );
+        assert_eq!(
+            ev.reason.as_deref(),
+            Some("no result within the 100ms deadline")
+        );
+        assert_eq!(ev.target.as_deref(), Some("5000"));
+
+        // A panic is `unknown`, and the worker carries on with the next.
+        let (evs, _) = pool_run(1, vec![job("panic", 1000, None), job("0", 1000, None)]);
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert_eq!(evs[0].0.status, Some(Status::Unknown));
+        assert!(evs[0].0.reason.as_ref().unwrap().contains("boom"));
+        assert_eq!(evs[0].0.error.as_ref().unwrap().kind, "internal_error");
+        assert_eq!(evs[1].0.status, Some(Status::Up));
+
+        let (ev, _) = pool_one(job("30", 1000, Some(5)));
+        assert_eq!(ev.status, Some(Status::Degraded));
+        assert_eq!(ev.error.unwrap().kind, "slow");
+        assert!(!ev.assertions[0].ok);
+        let (ev, _) = pool_one(job("0", 1000, Some(5000)));
+        assert_eq!(ev.status, Some(Status::Up));
+        assert!(ev.assertions[0].ok);
+    }
+
+    /// With -j 2 and both workers stuck past their deadline, the
+    /// replacements run the other checks: they are not held up for the
+    /// stuck checks' 5 s.
+    #[test]
+    fn a_stuck_check_does_not_reduce_concurrency() {
+        let mut jobs = vec![job("5000", 100, None), job("5000", 100, None)];
+        jobs.extend((0..6).map(|_| job("20", 2000, None)));
+        let t = Instant::now();
+        let (evs, _) = pool_run(2, jobs);
+        assert!(
+            t.elapsed() < Duration::from_millis(2000),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(evs.len(), 8, "{evs:?}");
+        let down = evs
+            .iter()
+            .filter(|(e, _)| e.status == Some(Status::Down))
+            .count();
+        let up = evs
+            .iter()
+            .filter(|(e, _)| e.status == Some(Status::Up))
+            .count();
+        assert_eq!((down, up), (2, 6), "{evs:?}");
+    }
+
+    /// A stuck check that finally returns writes nothing: its timeout was
+    /// its one result.
+    #[test]
+    fn exactly_one_result_per_check_when_a_stuck_check_returns() {
+        let (evs, got) = pool_run(2, vec![job("700", 100, None), job("0", 1000, None)]);
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        thread::sleep(Duration::from_millis(1000)); // the stuck check is back
+        let all = got.lock().unwrap().clone();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let stuck: Vec<_> = all.iter().filter(|(e, _)| e.check == "700").collect();
+        assert_eq!(stuck.len(), 1, "{all:?}");
+        assert_eq!(stuck[0].0.error.as_ref().unwrap().kind, "timeout");
+    }
+
     #[test]
     fn a_stream_line_overrides_the_command_line_flags() {
         let argv: Vec<OsString> = [
@@ -938,14 +1220,20 @@ mod tests {
         .iter()
         .map(OsString::from)
         .collect();
-        let jobs = parse_line::<Sleepy>(&argv, "5 --timeout 1s --tag 'b=two words'").unwrap();
+        let mut cmd = command::<Sleepy>();
+        let jobs =
+            parse_line::<Sleepy>(&mut cmd, &argv, "5 --timeout 1s --tag 'b=two words'").unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].timeout, Duration::from_secs(1));
         assert_eq!(jobs[0].tags["a"], "1");
         assert_eq!(jobs[0].tags["b"], "two words");
-        let err = parse_line::<Sleepy>(&argv, "5 --bogus").err().unwrap();
+        let err = parse_line::<Sleepy>(&mut cmd, &argv, "5 --bogus")
+            .err()
+            .unwrap();
         assert!(err.contains("--bogus"), "{err}");
-        let err = parse_line::<Sleepy>(&argv, "5 'open").err().unwrap();
+        let err = parse_line::<Sleepy>(&mut cmd, &argv, "5 'open")
+            .err()
+            .unwrap();
         assert_eq!(err, "column 3: unterminated single quote");
     }
 }
