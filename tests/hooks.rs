@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::recorder::Recorder;
+use common::http_server::{Response, Server};
 use common::smtp::{self, SmtpServer};
 use common::{need, root, run_with, validate, Run, TempDir};
 use serde_json::{json, Value};
@@ -14,6 +14,13 @@ use sha2::{Digest, Sha256};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
+
+/// A webhook receiver (Slack, Teams, any URL): answers every request with
+/// `status` and `body`, and keeps the requests for the test to read.
+fn recorder(status: u16, body: &str) -> Server {
+    let body = body.to_string();
+    Server::http(move |_| Response::new(status, body.clone()))
+}
 
 const HOOKS: [&str; 6] = ["log", "slack", "teams", "webhook", "email", "sqlite"];
 
@@ -260,7 +267,7 @@ fn every_hook_names_a_missing_command() {
     // Signing needs openssl; without a secret the webhook does not.
     link("curl");
     link("jq");
-    let server = Recorder::start(200, "");
+    let server = recorder(200, "");
     let url = server.url("/in");
     let settings = [("PATH", path), ("PUP_WEBHOOK_URL", url.as_str())];
     assert_ok(&run_hook("webhook", &down(), &settings));
@@ -370,7 +377,7 @@ fn log_fails_loudly_on_a_bad_format_or_an_unwritable_file() {
 
 #[test]
 fn slack_posts_down_up_and_reminder_messages() {
-    let server = Recorder::start(200, "ok");
+    let server = recorder(200, "ok");
     let url = server.url("/services/T000/B000/XXXX");
     let settings = [("SLACK_WEBHOOK_URL", url.as_str())];
     let mut d = down();
@@ -411,7 +418,7 @@ fn slack_posts_down_up_and_reminder_messages() {
 
 #[test]
 fn slack_names_every_router_event_type() {
-    let server = Recorder::start(200, "ok");
+    let server = recorder(200, "ok");
     let url = server.url("/hook");
     let fp = "sha256:0123456789abcdef0123456789abcdef";
     let mut res = result("ns", "up", "A 192.0.2.7");
@@ -494,7 +501,7 @@ fn slack_names_every_router_event_type() {
 
 #[test]
 fn slack_exits_nonzero_when_slack_refuses() {
-    let server = Recorder::start(500, "invalid_payload");
+    let server = recorder(500, "invalid_payload");
     let url = server.url("/hook");
     let r = run_hook("slack", &down(), &[("SLACK_WEBHOOK_URL", &url)]);
     assert_fails(&r, "slack", "500");
@@ -507,7 +514,7 @@ fn slack_exits_nonzero_when_slack_refuses() {
 
 #[test]
 fn teams_posts_an_adaptive_card() {
-    let server = Recorder::start(202, "");
+    let server = recorder(202, "");
     let url = server.url("/workflows/abc");
     let settings = [("TEAMS_WEBHOOK_URL", url.as_str())];
     for ev in [&down(), &up(), &reminder()] {
@@ -584,7 +591,7 @@ fn teams_posts_an_adaptive_card() {
 
 #[test]
 fn teams_exits_nonzero_when_teams_refuses() {
-    let server = Recorder::start(400, "Bad payload received by generic incoming webhook.");
+    let server = recorder(400, "Bad payload received by generic incoming webhook.");
     let url = server.url("/x");
     let r = run_hook("teams", &down(), &[("TEAMS_WEBHOOK_URL", &url)]);
     assert_fails(&r, "teams", "400");
@@ -654,7 +661,7 @@ fn secrets_never_appear_on_a_command_line() {
         dir.path().display(),
         std::env::var("PATH").unwrap()
     );
-    let http = Recorder::start(200, "ok");
+    let http = recorder(200, "ok");
     let url = http.url("/services/SECRET-IN-URL");
     for (hook, var) in [
         ("slack", "SLACK_WEBHOOK_URL"),
@@ -725,7 +732,7 @@ fn hmac_helper_matches_rfc_4231() {
 
 #[test]
 fn webhook_posts_the_event_exactly_and_signs_it() {
-    let server = Recorder::start(204, "");
+    let server = recorder(204, "");
     let url = server.url("/pup/events?src=test");
     // Short, long (hashed first: over the 64-byte block) and awkward keys.
     let long = "k".repeat(100);
@@ -763,7 +770,7 @@ fn webhook_posts_the_event_exactly_and_signs_it() {
 
 #[test]
 fn webhook_without_a_secret_sends_no_signature() {
-    let server = Recorder::start(200, "");
+    let server = recorder(200, "");
     let url = server.url("/in");
     let ev = result("db", "up", "PONG");
     assert_ok(&run_hook("webhook", &ev, &[("PUP_WEBHOOK_URL", &url)]));
@@ -776,7 +783,7 @@ fn webhook_without_a_secret_sends_no_signature() {
 
 #[test]
 fn webhook_exits_nonzero_when_the_receiver_refuses() {
-    let server = Recorder::start(500, "boom");
+    let server = recorder(500, "boom");
     let url = server.url("/in?token=hush");
     let r = run_hook(
         "webhook",

@@ -6,7 +6,6 @@
 
 pub mod dnsmasq;
 pub mod http_server;
-pub mod recorder;
 pub mod redis_server;
 pub mod smtp;
 
