@@ -3,35 +3,144 @@
 //! socket under the caller's deadline, the error kind of a failed
 //! handshake, the plain-or-TLS stream, and what a peer certificate says.
 //!
-//! TLS goes straight through the `openssl` crate, the library native-tls
-//! wraps on Linux, because native-tls hides three things a monitor needs:
-//! the verify result as a number (native-tls only has message text to
-//! match, which changes between OpenSSL versions), the certificate of a
-//! handshake that failed verification (it has none, so showing an expired
-//! certificate took a second, unverified connection), and control over
-//! the trust store (it parses the system bundle twice per connector,
-//! 40–75 ms, even for `--insecure` or `--ca-file`, which need none of
-//! it). The TLS context is built only when a target needs TLS, once per
-//! process per configuration, so plain-text checks and stream mode never
-//! pay for it: `--insecure` costs 6 ms instead of 53–85 ms, `--ca-file`
-//! 10 ms instead of 97 ms.
+//! The TLS library itself is behind a [`Provider`] that a binary installs
+//! at start-up; the OpenSSL one is [`openssl::OpenSsl`]. Only the `-tls`
+//! binaries (`pup-probe-http-tls`, `pup-probe-redis-tls`) install it, so
+//! only they link the shared libssl/libcrypto: rustc links with
+//! --as-needed and --gc-sections, and code no binary reaches is dropped
+//! with its library. Relocating libcrypto was 81–88% of the instructions
+//! of a one-shot plain `http://` or `redis://` check, which therefore runs
+//! in the binary without TLS; `pup-probe-http` and `pup-probe-redis` exec
+//! their `-tls` sibling when a run may need TLS ([`exec_tls_sibling`]).
+//! What is pure Rust (certificate facts, digests) works everywhere.
 
-use openssl::ssl::{
-    HandshakeError, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslStream,
-    SslVerifyMode,
-};
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::X509CheckFlags;
-use openssl::x509::X509;
 use serde_json::{json, Value};
+use std::any::Any;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
+
+pub mod openssl;
 
 /// Largest `--ca-file` read (a full public bundle is about 200 KiB).
 const MAX_CA_FILE: u64 = 4 << 20;
+
+/// What this binary says when asked for TLS it was not built with; the
+/// probes' front binaries exec their `-tls` sibling before that can
+/// happen, so this is an internal error, not a user's.
+const NO_PROVIDER: &str =
+    "TLS is not available in this binary (internal error: it should have run its -tls sibling)";
+
+/// A TLS library, installed once per process with [`install`].
+pub trait Provider: Sync {
+    /// Whether `pem` holds at least one PEM certificate.
+    fn has_certificate(&self, pem: &[u8]) -> bool;
+    /// A client context for this configuration (see [`context`]).
+    fn context(&self, insecure: bool, ca_pem: Option<&[u8]>) -> Result<Context, String>;
+    /// The handshake over `stream` (see [`connect`]); `wait` returns
+    /// false when the caller's deadline has passed. On success, the TLS
+    /// stream and the peer certificate (DER).
+    fn connect(
+        &self,
+        ctx: &Context,
+        stream: Box<dyn Socket>,
+        host: &str,
+        verify: bool,
+        wait: &mut dyn FnMut(&dyn Any) -> bool,
+    ) -> Result<Connected, Error<()>>;
+}
+
+/// An established session and the peer certificate (DER).
+pub type Connected = (Box<dyn Session>, Option<Vec<u8>>);
+
+/// A connected socket handed to a [`Provider`]; `as_any` gives the
+/// caller's own type back.
+pub trait Socket: Read + Write {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Read + Write + 'static> Socket for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// An established TLS session over a [`Socket`].
+pub trait Session: Read + Write {
+    /// The socket underneath.
+    fn socket(&self) -> &dyn Any;
+}
+
+/// A provider's TLS context, opaque to the probes and cheap to clone.
+#[derive(Clone)]
+pub struct Context(pub Arc<dyn Any + Send + Sync>);
+
+static PROVIDER: OnceLock<&'static dyn Provider> = OnceLock::new();
+
+/// Makes `p` the TLS library of this process (the first call wins).
+pub fn install(p: &'static dyn Provider) {
+    let _ = PROVIDER.set(p);
+}
+
+fn provider() -> Result<&'static dyn Provider, String> {
+    PROVIDER
+        .get()
+        .copied()
+        .ok_or_else(|| NO_PROVIDER.to_string())
+}
+
+/// Replaces this process with the TLS-capable sibling binary `name`
+/// (same directory as this executable, same arguments) when `needed`;
+/// returns only when it is not. A missing sibling is one line on stderr
+/// and exit 3 (unknown).
+pub fn exec_tls_sibling(needed: bool, name: &str) {
+    use std::os::unix::process::CommandExt;
+    if !needed {
+        return;
+    }
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| name.into());
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let path = dir.map(|d| d.join(name)).unwrap_or_else(|| name.into());
+    let prog = Path::new(&argv0)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string());
+    // exec returns only on failure. argv[0] stays what the user typed,
+    // so messages and --help name the command they know.
+    let e = std::process::Command::new(&path)
+        .arg0(&argv0)
+        .args(args)
+        .exec();
+    eprintln!(
+        "{prog}: cannot run {} ({e}), which this run needs for TLS; \
+         install it beside {prog} (cargo install --path . installs both)",
+        path.display()
+    );
+    std::process::exit(3);
+}
+
+/// Whether any argument mentions `scheme` (e.g. "https://"), in any
+/// case: a cheap, conservative test of whether a run may need TLS (a
+/// false yes only costs the exec).
+pub fn mentions(scheme: &str) -> bool {
+    std::env::args_os()
+        .skip(1)
+        .any(|a| a.to_string_lossy().to_ascii_lowercase().contains(scheme))
+}
+
+/// Whether a flag `--name` (or `--name=...`) is among the arguments.
+pub fn has_flag(name: &str) -> bool {
+    let eq = format!("{name}=");
+    std::env::args_os()
+        .skip(1)
+        .any(|a| a.to_str().is_some_and(|a| a == name || a.starts_with(&eq)))
+}
 
 /// Reads a `--ca-file` and checks that it holds at least one PEM
 /// certificate, so that a wrong file is a usage error before anything is
@@ -45,56 +154,17 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
     if pem.len() as u64 > MAX_CA_FILE {
         return Err(format!("{shown} is over {} MiB", MAX_CA_FILE >> 20));
     }
-    match X509::stack_from_pem(&pem) {
-        Ok(v) if !v.is_empty() => Ok(pem),
-        _ => Err(format!("no PEM certificate in {shown}")),
+    match provider()?.has_certificate(&pem) {
+        true => Ok(pem),
+        false => Err(format!("no PEM certificate in {shown}")),
     }
 }
 
 /// A TLS client context per configuration (`--insecure`, `--ca-file`),
-/// built on first use and shared by every check of the process (see the
-/// module docs for why). `ca_pem` is what [`read_ca_file`] returned.
-pub fn context(insecure: bool, ca_pem: Option<&[u8]>) -> Result<SslContext, String> {
-    type Key = (bool, Option<Vec<u8>>);
-    static CACHE: Mutex<Vec<(Key, SslContext)>> = Mutex::new(Vec::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, c)) = cache
-        .iter()
-        .find(|((i, ca), _)| *i == insecure && ca.as_deref() == ca_pem)
-    {
-        return Ok(c.clone());
-    }
-    let err = |e: openssl::error::ErrorStack| e.to_string();
-    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(err)?;
-    // As rust-openssl's SslConnector: a write retried after a timeout may
-    // come from a moved buffer, and the callers handle partial writes.
-    b.set_mode(
-        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
-    );
-    match (insecure, ca_pem) {
-        // Nothing is verified, so no trust store is loaded at all.
-        (true, _) => b.set_verify(SslVerifyMode::NONE),
-        // Only this CA file is trusted (as curl's --cacert and redis-cli's
-        // --cacert), so a certificate from some public CA does not pass
-        // for the private one.
-        (false, Some(pem)) => {
-            let mut store = X509StoreBuilder::new().map_err(err)?;
-            for c in X509::stack_from_pem(pem).map_err(err)? {
-                store.add_cert(c).map_err(err)?;
-            }
-            b.set_cert_store(store.build());
-            b.set_verify(SslVerifyMode::PEER);
-        }
-        // The system store, where this OpenSSL was built to find it (or
-        // SSL_CERT_FILE / SSL_CERT_DIR), loaded once.
-        (false, None) => {
-            b.set_default_verify_paths().map_err(err)?;
-            b.set_verify(SslVerifyMode::PEER);
-        }
-    }
-    let c = b.build();
-    cache.push(((insecure, ca_pem.map(<[u8]>::to_vec)), c.clone()));
-    Ok(c)
+/// built on first use and shared by every check of the process (the
+/// provider caches it). `ca_pem` is what [`read_ca_file`] returned.
+pub fn context(insecure: bool, ca_pem: Option<&[u8]>) -> Result<Context, String> {
+    provider()?.context(insecure, ca_pem)
 }
 
 /// Why a handshake did not complete.
@@ -105,7 +175,7 @@ pub enum Error<E> {
     Setup(String),
     /// The caller's `wait` gave up (its deadline passed).
     Wait(E),
-    /// The handshake failed: the error kind ([`classify`]), the reason,
+    /// The handshake failed: the error kind ([`openssl::classify`]), the reason,
     /// and the leaf certificate (DER) when the server sent one, so that a
     /// rejected certificate is reported from the same handshake.
     Failed {
@@ -121,93 +191,69 @@ pub enum Error<E> {
 /// write would block (a socket timeout fired): it sets the next socket
 /// timeout, or says the deadline has passed; the handshake then resumes.
 pub fn connect<S, E>(
-    ctx: &SslContext,
+    ctx: &Context,
     stream: S,
     host: &str,
     verify: bool,
     mut wait: impl FnMut(&S) -> Result<(), E>,
-) -> Result<SslStream<S>, Error<E>>
+) -> Result<TlsStream<S>, Error<E>>
 where
-    S: Read + Write,
+    S: Read + Write + 'static,
 {
-    let setup = |e: openssl::error::ErrorStack| Error::Setup(format!("cannot set up TLS: {e}"));
-    let mut ssl = Ssl::new(ctx).map_err(setup)?;
-    match host.parse::<IpAddr>() {
-        // No SNI for an address; the certificate must name the address.
-        Ok(ip) if verify => ssl.param_mut().set_ip(ip).map_err(setup)?,
-        Ok(_) => {}
-        Err(_) => {
-            ssl.set_hostname(host).map_err(setup)?;
-            if verify {
-                let p = ssl.param_mut();
-                p.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-                p.set_host(host).map_err(setup)?;
+    let p = provider().map_err(Error::Setup)?;
+    let mut gave_up = None;
+    let mut w = |s: &dyn Any| {
+        let s = s.downcast_ref::<S>().expect("the socket given to connect");
+        match wait(s) {
+            Ok(()) => true,
+            Err(e) => {
+                gave_up = Some(e);
+                false
             }
         }
-    }
-    wait(&stream).map_err(Error::Wait)?;
-    let mut r = ssl.connect(stream);
-    loop {
-        match r {
-            Ok(s) => return Ok(s),
-            Err(HandshakeError::WouldBlock(mid)) => {
-                wait(mid.get_ref()).map_err(Error::Wait)?;
-                r = mid.handshake();
-            }
-            Err(HandshakeError::SetupFailure(e)) => return Err(setup(e)),
-            Err(HandshakeError::Failure(mid)) => {
-                // The chain is kept as received, before verification,
-                // leaf first.
-                let cert = mid
-                    .ssl()
-                    .peer_cert_chain()
-                    .and_then(|c| c.iter().next().and_then(|x| x.to_der().ok()));
-                let verify = mid.ssl().verify_result().as_raw();
-                let (kind, reason) = classify(verify, &mid.error().to_string());
-                return Err(Error::Failed { kind, reason, cert });
-            }
-        }
+    };
+    let r = p.connect(ctx, Box::new(stream), host, verify, &mut w);
+    match r {
+        Ok((inner, cert)) => Ok(TlsStream {
+            inner,
+            cert,
+            socket: PhantomData,
+        }),
+        Err(Error::Wait(())) => Err(Error::Wait(gave_up.expect("wait gave up"))),
+        Err(Error::Setup(e)) => Err(Error::Setup(e)),
+        Err(Error::Failed { kind, reason, cert }) => Err(Error::Failed { kind, reason, cert }),
     }
 }
 
-/// The error kind and reason of a failed handshake. OpenSSL's verify
-/// result (the X509_V_ERR codes of x509_vfy.h) gives the certificate
-/// kinds; a handshake that broke with verification passed (0) is
-/// `tls_handshake_failed`, with OpenSSL's message `msg`.
-pub fn classify(verify: i32, msg: &str) -> (&'static str, String) {
-    const CERT_NOT_YET_VALID: i32 = 9;
-    const CERT_HAS_EXPIRED: i32 = 10;
-    const HOSTNAME_MISMATCH: i32 = 62;
-    const IP_ADDRESS_MISMATCH: i32 = 64;
-    let (kind, what) = match verify {
-        0 => {
-            return (
-                "tls_handshake_failed",
-                format!("TLS handshake failed: {}", msg.trim()),
-            )
-        }
-        CERT_HAS_EXPIRED => ("cert_expired", "the certificate has expired"),
-        CERT_NOT_YET_VALID => ("cert_not_yet_valid", "the certificate is not valid yet"),
-        HOSTNAME_MISMATCH | IP_ADDRESS_MISMATCH => (
-            "cert_name_mismatch",
-            "the certificate does not name the host",
-        ),
-        // Self-signed, unknown issuer, bad signature, unusable CA, ...
-        _ => ("cert_untrusted", "the certificate is not trusted"),
-    };
-    // SAFETY: `from_raw` is unsafe only for codes OpenSSL does not know;
-    // this one came from OpenSSL or is one of the constants above.
-    let text = unsafe { openssl::x509::X509VerifyResult::from_raw(verify) }.error_string();
-    (kind, format!("{what} ({text}, verify error {verify})"))
+/// An established TLS session over a socket of type `S`.
+pub struct TlsStream<S> {
+    inner: Box<dyn Session>,
+    cert: Option<Vec<u8>>,
+    socket: PhantomData<S>,
+}
+
+impl<S: 'static> TlsStream<S> {
+    /// The socket underneath.
+    pub fn get_ref(&self) -> &S {
+        self.inner
+            .socket()
+            .downcast_ref::<S>()
+            .expect("the socket given to connect")
+    }
+}
+
+/// The peer certificate (DER) of an established session.
+pub fn peer_cert<S>(s: &TlsStream<S>) -> Option<Vec<u8>> {
+    s.cert.clone()
 }
 
 /// A connection in plain text or TLS, over the caller's socket type.
 pub enum Stream<S> {
     Plain(S),
-    Tls(Box<SslStream<S>>),
+    Tls(Box<TlsStream<S>>),
 }
 
-impl<S> Stream<S> {
+impl<S: 'static> Stream<S> {
     /// The socket underneath (to set its timeouts).
     pub fn get_ref(&self) -> &S {
         match self {
@@ -225,7 +271,7 @@ impl<S: Read + Write> Read for Stream<S> {
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(b),
-            Stream::Tls(s) => s.read(b),
+            Stream::Tls(s) => s.inner.read(b),
         }
     }
 }
@@ -234,20 +280,15 @@ impl<S: Read + Write> Write for Stream<S> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(b),
-            Stream::Tls(s) => s.write(b),
+            Stream::Tls(s) => s.inner.write(b),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+            Stream::Tls(s) => s.inner.flush(),
         }
     }
-}
-
-/// The peer certificate (DER) of an established session.
-pub fn peer_cert<S>(s: &SslStream<S>) -> Option<Vec<u8>> {
-    s.ssl().peer_certificate().and_then(|c| c.to_der().ok())
 }
 
 /// What a report says about a certificate.
@@ -330,146 +371,4 @@ pub fn digest(der: &[u8]) -> String {
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
-    use openssl::pkey::{PKey, Private};
-    use openssl::ssl::SslAcceptor;
-    use openssl::x509::extension::SubjectAlternativeName;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-    use std::net::{TcpListener, TcpStream};
-    use std::time::Duration;
-
-    /// A self-signed certificate for localhost and 127.0.0.1, valid from
-    /// `from` to `to` days from now.
-    fn cert(from: i64, to: i64) -> (X509, PKey<Private>) {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "localhost").unwrap();
-        let name = name.build();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        let serial = BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap();
-        b.set_serial_number(&serial).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let at = |days: i64| Asn1Time::from_unix(now + days * 86_400).unwrap();
-        b.set_not_before(&at(from)).unwrap();
-        b.set_not_after(&at(to)).unwrap();
-        let san = SubjectAlternativeName::new()
-            .dns("localhost")
-            .ip("127.0.0.1")
-            .build(&b.x509v3_context(None, None))
-            .unwrap();
-        b.append_extension(san).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        (b.build(), key)
-    }
-
-    /// One handshake against a TLS server on 127.0.0.1 that presents
-    /// `cert`, with `cert` itself as the only trusted CA.
-    fn handshake_with(cert: &X509, key: &PKey<Private>, host: &str) -> Result<(), Error<()>> {
-        let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-        acc.set_certificate(cert).unwrap();
-        acc.set_private_key(key).unwrap();
-        let acc = acc.build();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (s, _) = listener.accept().unwrap();
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = acc.accept(s);
-        });
-        let pem = cert.to_pem().unwrap();
-        let tcp = TcpStream::connect(addr).unwrap();
-        let ctx = context(false, Some(&pem)).unwrap();
-        let r = connect(&ctx, tcp, host, true, |s: &TcpStream| {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            Ok(())
-        })
-        .map(|s| assert_eq!(peer_cert(&s), cert.to_der().ok()));
-        server.join().unwrap();
-        r
-    }
-
-    #[test]
-    fn handshakes_are_classified_and_keep_the_rejected_certificate() {
-        let (good, key) = cert(-1, 30);
-        handshake_with(&good, &key, "localhost").unwrap();
-        handshake_with(&good, &key, "127.0.0.1").unwrap();
-        let kind = |r: Result<(), Error<()>>| match r {
-            Err(Error::Failed { kind, cert, .. }) => (kind, cert),
-            other => panic!("{other:?}"),
-        };
-        let (k, der) = kind(handshake_with(&good, &key, "example.org"));
-        assert_eq!(k, "cert_name_mismatch");
-        assert_eq!(der, good.to_der().ok());
-        let (old, key) = cert(-10, -1);
-        let (k, der) = kind(handshake_with(&old, &key, "localhost"));
-        assert_eq!(k, "cert_expired");
-        let facts = Cert::from_der(&der.unwrap()).unwrap();
-        assert_eq!(facts.subject, "CN=localhost");
-        assert_eq!(facts.sans, ["localhost", "127.0.0.1"]);
-        // Expired a day ago (less the test's own run time).
-        assert!((-2..=-1).contains(&facts.days_left()), "{facts:?}");
-        assert_eq!(facts.to_json()["days_left"], facts.days_left());
-        let (young, key) = cert(2, 30);
-        assert_eq!(
-            kind(handshake_with(&young, &key, "localhost")).0,
-            "cert_not_yet_valid"
-        );
-    }
-
-    #[test]
-    fn ca_files_must_hold_a_certificate() {
-        let dir = std::env::temp_dir().join(format!("pup-tls-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (good, _) = cert(-1, 1);
-        let (pem, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
-        std::fs::write(&pem, good.to_pem().unwrap()).unwrap();
-        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
-        assert_eq!(read_ca_file(&pem).unwrap(), good.to_pem().unwrap());
-        let e = read_ca_file(&junk).unwrap_err();
-        assert!(e.starts_with("no PEM certificate in "), "{e}");
-        let e = read_ca_file(&dir.join("absent.pem")).unwrap_err();
-        assert!(e.starts_with("cannot read "), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            digest(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-
-    #[test]
-    fn verify_results_map_to_kinds() {
-        let k = |code| classify(code, "certificate verify failed").0;
-        assert_eq!(k(10), "cert_expired");
-        assert_eq!(k(9), "cert_not_yet_valid");
-        assert_eq!(k(62), "cert_name_mismatch");
-        assert_eq!(k(64), "cert_name_mismatch");
-        // Self-signed leaf, self-signed in the chain, unknown local
-        // issuer, no issuer, only a leaf to verify, bad signature.
-        for untrusted in [18, 19, 20, 2, 21, 7] {
-            assert_eq!(k(untrusted), "cert_untrusted", "verify error {untrusted}");
-        }
-        assert_eq!(k(0), "tls_handshake_failed");
-        let (_, reason) = classify(10, "x");
-        assert!(reason.contains("certificate has expired"), "{reason}");
-        assert!(reason.contains("verify error 10"), "{reason}");
-        let (_, reason) = classify(0, " unexpected eof while reading\n");
-        assert_eq!(reason, "TLS handshake failed: unexpected eof while reading");
-    }
 }

@@ -95,6 +95,12 @@ fn every_binary_has_a_man_page_and_completions() {
         .map(|c| c.get_name().to_string())
         .collect();
     for b in &bins {
+        let internal = pup::tools::INTERNAL.contains(&b.as_str());
+        // An internal binary stands in for a command that has the docs.
+        if let Some(front) = b.strip_suffix("-tls").filter(|_| internal) {
+            assert!(named.iter().any(|n| n == front), "{b}: no {front}");
+            continue;
+        }
         assert!(
             named.contains(b),
             "src/bin/{b}.rs has no entry in pup::tools::commands()"

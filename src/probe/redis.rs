@@ -429,7 +429,7 @@ Exit status: 0 up, 1 degraded, 2 down, 3 unknown (bad usage included).";
 /// `--insecure` / `--ca-file` (see [`crate::tls`]), and whether the name
 /// is checked too.
 struct TlsSetup {
-    context: openssl::ssl::SslContext,
+    context: tls::Context,
     verify: bool,
 }
 
