@@ -26,7 +26,7 @@
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Status};
-use crate::probe::{Common, Ctx, Outcome, Probe};
+use crate::probe::{split_host_port, Common, Ctx, HostPortError, Outcome, Probe};
 use crate::tls;
 use clap::Args;
 use serde_json::{json, Value};
@@ -489,28 +489,14 @@ impl Url {
                 "{s:?}: no user or password in the URL; use --user with PUP_PASSWORD or --password-file"
             ));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{s:?}: unclosed '[' in the host"))?;
-            h.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("{s:?}: {h:?} is not an IPv6 address"))?;
-            match after {
-                "" => (h, None),
-                p => (
-                    h,
-                    Some(
-                        p.strip_prefix(':')
-                            .ok_or_else(|| format!("{s:?}: bad port"))?,
-                    ),
-                ),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
+        let (host, port) = split_host_port(authority).map_err(|e| match e {
+            HostPortError::UnclosedBracket => format!("{s:?}: unclosed '[' in the host"),
+            HostPortError::JunkAfterBracket => format!("{s:?}: bad port"),
+        })?;
+        if authority.starts_with('[') {
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{s:?}: {host:?} is not an IPv6 address"))?;
+        }
         if host.is_empty() {
             return Err(format!("{s:?}: no host"));
         }

@@ -54,6 +54,37 @@ impl IpFamily {
     }
 }
 
+/// Why [`split_host_port`] could not split an authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPortError {
+    /// `[` with no `]`.
+    UnclosedBracket,
+    /// Something other than `:PORT` after `]`.
+    JunkAfterBracket,
+}
+
+/// Splits a URL's `host[:port]` or `[v6-address][:port]` into the host
+/// (without brackets) and the port text, if any (`Some("")` for a bare
+/// `:`). The probes judge the parts themselves, in their own words.
+pub fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), HostPortError> {
+    match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']').ok_or(HostPortError::UnclosedBracket)?;
+            match after {
+                "" => Ok((h, None)),
+                p => p
+                    .strip_prefix(':')
+                    .map(|p| (h, Some(p)))
+                    .ok_or(HostPortError::JunkAfterBracket),
+            }
+        }
+        None => Ok(match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }),
+    }
+}
+
 /// What a probe knows while it runs one check.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -1091,6 +1122,25 @@ mod tests {
         if std::env::var_os(LONE_CHILD).is_some() {
             run_alone(job("5000", 100, None), |e| e.to_line());
             println!("no overrun");
+        }
+    }
+
+    #[test]
+    fn host_and_port_split_with_and_without_brackets() {
+        use HostPortError::*;
+        type Split = Result<(&'static str, Option<&'static str>), HostPortError>;
+        let cases: &[(&str, Split)] = &[
+            ("h", Ok(("h", None))),
+            ("h:80", Ok(("h", Some("80")))),
+            ("h:", Ok(("h", Some("")))),
+            ("[::1]", Ok(("::1", None))),
+            ("[::1]:8080", Ok(("::1", Some("8080")))),
+            ("[::1]:", Ok(("::1", Some("")))),
+            ("[::1", Err(UnclosedBracket)),
+            ("[::1]x", Err(JunkAfterBracket)),
+        ];
+        for (a, want) in cases {
+            assert_eq!(split_host_port(a), *want, "{a}");
         }
     }
 

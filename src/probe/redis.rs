@@ -60,7 +60,7 @@
 
 use crate::cli;
 use crate::event::{self, layer, Assertion, ErrorInfo, Status};
-use crate::probe::{Common, Ctx, IpFamily, Outcome, Probe};
+use crate::probe::{split_host_port, Common, Ctx, HostPortError, IpFamily, Outcome, Probe};
 use crate::tls;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -232,24 +232,10 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
             }
         }
     }
-    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
-        let (h, after) = r
-            .split_once(']')
-            .ok_or_else(|| format!("URL {s:?}: unclosed '[' in the host"))?;
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| format!("URL {s:?}: junk after ']'"))?,
-            ),
-        };
-        (h, port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
+    let (host, port) = split_host_port(hostport).map_err(|e| match e {
+        HostPortError::UnclosedBracket => format!("URL {s:?}: unclosed '[' in the host"),
+        HostPortError::JunkAfterBracket => format!("URL {s:?}: junk after ']'"),
+    })?;
     if host.is_empty() {
         return Err(format!("URL {s:?} has no host"));
     }
