@@ -232,38 +232,9 @@ fn maxmemory_one_with_noeviction_refuses_the_canary_and_is_over_any_pct() {
     assert_eq!(ev["details"]["maxmemory"], 1);
 }
 
-/// A certificate for `localhost` only (no IP), self-signed, made with the
-/// openssl command.
+/// A certificate for `localhost` only (no IP), self-signed.
 fn make_cert(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new(common::need("openssl"))
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+    common::http_server::Identity::self_signed(&["localhost"]).write_pem(dir.path())
 }
 
 #[test]

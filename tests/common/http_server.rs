@@ -397,7 +397,11 @@ impl Identity {
         b.set_not_after(&days_from_now(90)).unwrap();
         let mut san = SubjectAlternativeName::new();
         for d in names {
-            san.dns(d);
+            if d.parse::<std::net::IpAddr>().is_ok() {
+                san.ip(d);
+            } else {
+                san.dns(d);
+            }
         }
         let ext = san.build(&b.x509v3_context(None, None)).unwrap();
         b.append_extension(ext).unwrap();
@@ -411,6 +415,15 @@ impl Identity {
     /// The certificate as PEM.
     pub fn cert_pem(&self) -> String {
         String::from_utf8(self.cert.to_pem().unwrap()).unwrap()
+    }
+
+    /// Writes `cert.pem` and `key.pem` into `dir` (for servers that read
+    /// files: redis-server, the SMTP test server) and returns their paths.
+    pub fn write_pem(&self, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, self.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(&key, self.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (cert, key)
     }
 
     fn acceptor(&self) -> SslAcceptor {

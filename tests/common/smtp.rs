@@ -8,7 +8,6 @@ use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslStream};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -152,28 +151,11 @@ impl Drop for SmtpServer {
     }
 }
 
-/// Makes a self-signed certificate for 127.0.0.1 and localhost in `dir`
-/// with the `openssl` command; returns (certificate, key), both PEM. The
-/// certificate doubles as the CA file a client is told to trust.
+/// Makes a self-signed certificate for 127.0.0.1 and localhost in `dir`;
+/// returns (certificate, key), both PEM. The certificate doubles as the CA
+/// file a client is told to trust.
 pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new(super::need("openssl"))
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl req failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+    super::http_server::Identity::self_signed(&["localhost", "127.0.0.1"]).write_pem(dir)
 }
 
 enum Conn {
